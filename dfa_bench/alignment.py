@@ -1,0 +1,114 @@
+"""Alignment: the angle between what DFA does and what backprop would do, on the same batch and weights.
+
+On a measuring step the DFA method runs ONE forward pass in which every feedback point still cuts its
+block output from the next block, but the cut input is made to require grad (only on these steps). From
+that one graph, with the same dropout masks and no copy of the model:
+
+- the true gradient at every block output follows by chaining autograd through the blocks, top to bottom;
+- the true (BP) update of every parameter and the DFA update are each one autograd call;
+- the DFA update is written to `.grad`, so the step trains exactly as the hot path would.
+
+Reported in degrees (0 = same direction, 90 = orthogonal, 180 = opposite):
+- `align/param/<name>`: angle between the DFA update and the BP gradient of each parameter that learns
+  from feedback (parameters above the error point get their true gradient and are not listed);
+- `align/point/<name>`: angle between B_i e and the true gradient at each feedback point.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+def angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Angle in degrees between two tensors seen as flat vectors; NaN if either is zero."""
+    a = a.detach().flatten().double()
+    b = b.detach().flatten().double()
+    na, nb = a.norm(), b.norm()
+    if na == 0 or nb == 0:
+        return math.nan
+    cos = torch.clamp(a @ b / (na * nb), -1.0, 1.0)
+    return math.degrees(math.acos(cos.item()))
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def measure_alignment(
+    model: nn.Module,
+    loss: torch.Tensor,
+    cuts: Sequence[tuple[str, torch.Tensor, torch.Tensor]],
+    measured: Sequence[tuple[str, torch.Tensor, list[int]]],
+    signals: Callable,
+) -> dict[str, float]:
+    """Set the DFA update as .grad and return the alignment angles (see the module docstring).
+
+    cuts: (feedback point name, block output h, cut input fed to the next block), in forward order.
+    measured: (error point name, its tensor y, indices into cuts of the points it feeds).
+    signals: the DFA method's projection, signals(key, e, names, h_meta) -> [B_i e].
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    live = [i for i, (_, h, _) in enumerate(cuts) if h.requires_grad]
+    cut_inputs = [cuts[i][2] for i in range(len(cuts))]
+
+    # True gradients at every error point (e) and, from the loss directly, at every cut input.
+    leaves = [y for _, y, _ in measured] + [c for c in cut_inputs if c.requires_grad]
+    grads = torch.autograd.grad(loss, leaves, retain_graph=True, allow_unused=True)
+    errors = grads[: len(measured)]
+    at_cut: list[torch.Tensor | None] = [None] * len(cuts)
+    it = iter(grads[len(measured) :])
+    for i, c in enumerate(cut_inputs):
+        if c.requires_grad:
+            at_cut[i] = next(it)
+
+    # Chain backprop through the blocks, top to bottom: a block only consumes earlier cuts.
+    true_at_h: list[torch.Tensor | None] = [None] * len(cuts)
+    for j in reversed(range(len(cuts))):
+        h = cuts[j][1]
+        true_at_h[j] = at_cut[j] if at_cut[j] is not None else torch.zeros_like(h)
+        lower = [i for i in range(j) if cut_inputs[i].requires_grad]
+        if h.requires_grad and lower:
+            contrib = torch.autograd.grad(
+                h, [cut_inputs[i] for i in lower], grad_outputs=true_at_h[j], retain_graph=True, allow_unused=True
+            )
+            for i, g in zip(lower, contrib):
+                at_cut[i] = _add(at_cut[i], g)
+
+    # DFA signals B_i e, one projection per error point.
+    dfa_at_h: list[torch.Tensor | None] = [None] * len(cuts)
+    for (key, y, indices), e in zip(measured, errors):
+        indices = [i for i in indices if i in live]
+        if not indices or e is None:
+            continue
+        names = [cuts[i][0] for i in indices]
+        meta = [(cuts[i][1].shape, cuts[i][1].dtype) for i in indices]
+        for i, s in zip(indices, signals(key, e, names, meta)):
+            dfa_at_h[i] = s
+
+    top = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    fed = [i for i in live if dfa_at_h[i] is not None]
+    hs = [cuts[i][1] for i in fed]
+    if hs:
+        dfa_block = torch.autograd.grad(hs, params, [dfa_at_h[i] for i in fed], retain_graph=True, allow_unused=True)
+        bp_block = torch.autograd.grad(hs, params, [true_at_h[i] for i in fed], allow_unused=True)
+    else:
+        dfa_block = bp_block = [None] * len(params)
+
+    angles: dict[str, float] = {}
+    for (name, p), g_top, g_dfa, g_bp in zip(named, top, dfa_block, bp_block):
+        update = _add(g_top, g_dfa)
+        if update is not None:
+            p.grad = update if p.grad is None else p.grad + update
+        if g_dfa is not None:
+            angles[f"align/param/{name}"] = angle_deg(update, _add(g_top, g_bp))
+    for i in fed:
+        angles[f"align/point/{cuts[i][0]}"] = angle_deg(dfa_at_h[i], true_at_h[i])
+    return angles

@@ -1,0 +1,60 @@
+"""What a run leaves behind: config.yaml, metrics.jsonl, summary.json, and optionally a wandb run.
+
+metrics.jsonl holds one JSON object per logged point, e.g. {"epoch": 3, "step": 3, "train_loss": ...}
+or {"step": 10, "align/param/conv1.lin.weight": 71.3, ...}; summary.json is written atomically at the
+end (and on failure) with at least task, dataset, model, method, seed, metrics, wall_s, status, version.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dfa_bench import __version__, files
+
+
+class RunLog:
+    def __init__(self, out_dir: Path, cfg: DictConfig) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        files.write_text(self.out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        self._metrics = open(self.out_dir / "metrics.jsonl", "a", buffering=1)
+        self._wandb = _start_wandb(cfg, self.out_dir) if cfg.logger.name == "wandb" else None
+
+    def log(self, metrics: dict[str, Any], **position: int) -> None:
+        row = {**position, **{k: _clean(v) for k, v in metrics.items()}}
+        self._metrics.write(json.dumps(row) + "\n")
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=position.get("step"))
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        summary = {"version": __version__, **summary}
+        files.write_json(self.out_dir / "summary.json", summary)
+        if self._wandb is not None:
+            self._wandb.summary.update({"status": summary["status"], **summary.get("metrics", {})})
+
+    def close(self) -> None:
+        self._metrics.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _clean(v: Any) -> Any:
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _start_wandb(cfg: DictConfig, out_dir: Path):
+    import wandb  # imported only when selected: it costs a second and starts a service process
+
+    lg = cfg.logger
+    name = f"{cfg.task.name}-{cfg.dataset.name}-{cfg.model.name}-{cfg.method.name}-seed{cfg.seed}"
+    return wandb.init(
+        project=lg.project, entity=lg.entity, group=lg.group, mode=lg.mode, dir=str(out_dir), name=name,
+        config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous",
+        settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, silent=True),
+    )
