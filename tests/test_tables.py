@@ -1,0 +1,29 @@
+"""The table builder on hand-made summaries: aggregation, deduplication, diverged runs."""
+import json
+
+from dfa_bench.files import write_json
+from dfa_bench.tables import TABLES, aggregate, read_runs, write_table
+
+
+def _summary(path, seed, method, acc, status="completed", finished="2026-01-01T00:00:00"):
+    write_json(path / "summary.json", {
+        "task": "gcn", "dataset": "cora", "model": "gcn", "method": method, "seed": seed, "status": status,
+        "finished": finished, "metrics": {"test_acc": acc} if status == "completed" else {}})
+
+
+def test_mean_std_count_and_diverged(tmp_path):
+    for seed, acc in enumerate([0.80, 0.82, 0.84]):
+        _summary(tmp_path / f"bp{seed}", seed, "bp", acc)
+    _summary(tmp_path / "dfa0", 0, "dfa", 0.7)
+    _summary(tmp_path / "dfa1", 1, "dfa", None, status="diverged")
+    # the same configuration and seed run again later: the later one counts
+    _summary(tmp_path / "bp0-again", 0, "bp", 0.90, finished="2026-02-01T00:00:00")
+    runs = read_runs(tmp_path)
+    tidy = aggregate(runs, TABLES[0]).set_index("method")
+    assert tidy.loc["bp", "n"] == 3
+    assert abs(tidy.loc["bp", "mean"] - 100 * (0.90 + 0.82 + 0.84) / 3) < 1e-9
+    assert tidy.loc["dfa", "n"] == 1 and tidy.loc["dfa", "diverged"] == 1
+    md = write_table(TABLES[0], runs, tmp_path / "tables").read_text()
+    assert "85.3 ± 4.2 (n=3)" in md
+    assert "70.0 (n=1) [1 diverged]" in md
+    assert "81.5 [1]" in md  # Kipf & Welling's published value beside ours
