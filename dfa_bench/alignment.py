@@ -9,8 +9,8 @@ that one graph, with the same dropout masks and no copy of the model:
 - the DFA update is written to `.grad`, so the step trains exactly as the hot path would.
 
 Reported in degrees (0 = same direction, 90 = orthogonal, 180 = opposite):
-- `align/param/<name>`: angle between the DFA update and the BP gradient of each parameter that learns
-  from feedback (parameters above the error point get their true gradient and are not listed);
+- `align/param/<name>`: angle between the DFA update and the BP gradient of each parameter below a
+  feedback point (parameters above all of them get their true gradient and are not listed);
 - `align/point/<name>`: angle between B_i e and the true gradient at each feedback point.
 """
 from __future__ import annotations
@@ -44,19 +44,20 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 def measure_alignment(
     model: nn.Module,
     loss: torch.Tensor,
-    cuts: Sequence[tuple[str, torch.Tensor, torch.Tensor]],
+    cuts: Sequence[tuple[str, torch.Tensor, torch.Tensor, bool]],
     measured: Sequence[tuple[str, torch.Tensor, list[int]]],
     signals: Callable,
 ) -> dict[str, float]:
     """Set the DFA update as .grad and return the alignment angles (see the module docstring).
 
-    cuts: (feedback point name, block output h, cut input fed to the next block), in forward order.
+    cuts: (feedback point name, block output h, cut input fed to the next block, whether the point receives
+        feedback), in forward order.
     measured: (error point name, its tensor y, indices into cuts of the points it feeds).
     signals: the DFA method's projection, signals(key, e, names, h_meta) -> [B_i e].
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
-    live = [i for i, (_, h, _) in enumerate(cuts) if h.requires_grad]
+    live = [i for i, (_, h, _, _) in enumerate(cuts) if h.requires_grad]
     cut_inputs = [cuts[i][2] for i in range(len(cuts))]
 
     # True gradients at every error point (e) and, from the loss directly, at every cut input.
@@ -85,7 +86,7 @@ def measure_alignment(
     # DFA signals B_i e, one projection per error point.
     dfa_at_h: list[torch.Tensor | None] = [None] * len(cuts)
     for (key, y, indices), e in zip(measured, errors):
-        indices = [i for i in indices if i in live]
+        indices = [i for i in indices if i in live and cuts[i][3]]
         if not indices or e is None:
             continue
         names = [cuts[i][0] for i in indices]
@@ -95,20 +96,24 @@ def measure_alignment(
 
     top = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     fed = [i for i in live if dfa_at_h[i] is not None]
-    hs = [cuts[i][1] for i in fed]
-    if hs:
-        dfa_block = torch.autograd.grad(hs, params, [dfa_at_h[i] for i in fed], retain_graph=True, allow_unused=True)
-        bp_block = torch.autograd.grad(hs, params, [true_at_h[i] for i in fed], allow_unused=True)
-    else:
-        dfa_block = bp_block = [None] * len(params)
+    none = [None] * len(params)
+    dfa_block = none
+    if fed:
+        dfa_block = torch.autograd.grad([cuts[i][1] for i in fed], params, [dfa_at_h[i] for i in fed],
+                                        retain_graph=True, allow_unused=True)
+    bp_block = none
+    if live:
+        bp_block = torch.autograd.grad([cuts[i][1] for i in live], params, [true_at_h[i] for i in live],
+                                       allow_unused=True)
 
     angles: dict[str, float] = {}
     for (name, p), g_top, g_dfa, g_bp in zip(named, top, dfa_block, bp_block):
         update = _add(g_top, g_dfa)
         if update is not None:
             p.grad = update if p.grad is None else p.grad + update
-        if g_dfa is not None:
-            angles[f"align/param/{name}"] = angle_deg(update, _add(g_top, g_bp))
+        if g_bp is not None:  # learns from below a feedback point (under DFA: from B_i e, or not at all)
+            dfa_update = update if update is not None else torch.zeros_like(g_bp)  # no update: NaN angle
+            angles[f"align/param/{name}"] = angle_deg(dfa_update, _add(g_top, g_bp))
     for i in fed:
         angles[f"align/point/{cuts[i][0]}"] = angle_deg(dfa_at_h[i], true_at_h[i])
     return angles

@@ -36,7 +36,15 @@ class _Mark(nn.Module):
 
 
 class FeedbackPoint(_Mark):
-    """Identity in BP; in DFA the block output that receives B_i e (its input to the next block is cut)."""
+    """Identity in BP; in DFA the block output that receives B_i e (its input to the next block is cut).
+
+    `FeedbackPoint(feedback=False)` is a cut without feedback: under DFA the path below it learns nothing
+    through it (the paper's DeepFM, whose MLP reads the embeddings detached).
+    """
+
+    def __init__(self, feedback: bool = True) -> None:
+        super().__init__()
+        self.feedback = feedback
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self._handler.at_feedback_point(self, h) if self._active() else h

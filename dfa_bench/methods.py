@@ -106,16 +106,16 @@ class DFA(Method):
         self._tape: list[tuple[FeedbackPoint, torch.Tensor]] = []
         self._measuring = False
         self._measured: list[tuple[str, torch.Tensor, list[int]]] = []  # (error point, y, tape indices)
-        self._cuts: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (point, block output, cut input)
+        self._cuts: list[tuple[str, torch.Tensor, torch.Tensor, bool]] = []  # (point, output, cut input, fed)
         self._segment_start = 0
 
     # -- the hot path --------------------------------------------------------------------------
     def at_feedback_point(self, point: FeedbackPoint, h: torch.Tensor) -> torch.Tensor:
         if self._measuring:
             cut = h.detach().requires_grad_(h.requires_grad)
-            self._cuts.append((point.mark_name, h, cut))
+            self._cuts.append((point.mark_name, h, cut, point.feedback))
             return cut
-        if h.requires_grad:
+        if h.requires_grad and point.feedback:
             self._tape.append((point, h))
         return h.detach()
 

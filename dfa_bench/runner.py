@@ -46,7 +46,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def training_step(method: Method, optimizer: torch.optim.Optimizer, compute_loss: Callable[[], torch.Tensor],
-                  measure: bool) -> tuple[torch.Tensor, dict[str, float]]:
+                  measure: bool, grad_clip: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward, the method's backward, optimizer step. With `measure`, also the alignment angles."""
     optimizer.zero_grad(set_to_none=True)
     if measure:
@@ -54,6 +54,9 @@ def training_step(method: Method, optimizer: torch.optim.Optimizer, compute_loss
     else:
         loss, angles = compute_loss(), {}
         method.backward(loss)
+    if grad_clip:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     return loss.detach(), angles
 
@@ -77,8 +80,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     seed_everything(int(cfg.seed))
     device = resolve_device(str(cfg.device))
     Task = task_class(cfg.task.name)
-    if cfg.method.tuning not in cfg.model.settings:
-        raise ConfigError(f"model {cfg.model.name!r} has no settings for {cfg.method.tuning!r}")
 
     runlog = RunLog(out_dir, cfg)
     summary: dict[str, Any] = {**identity, "status": "failed", "metrics": {}}
@@ -111,7 +112,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, task, model, method: Method, optimizer, runlog: RunLog) -> dict[str, Any]:
-    epochs = int(cfg.task.epochs)
+    epochs, patience = int(task.epochs), task.patience
     selection = str(cfg.task.selection)
     every = int(cfg.alignment.every) if method.measures_alignment else 0
     interactive = bool(cfg.progress) and sys.stderr.isatty()
@@ -126,7 +127,7 @@ def _train(cfg: DictConfig, task, model, method: Method, optimizer, runlog: RunL
         total, batches = torch.zeros((), device=next(model.parameters()).device), 0
         for batch in task.train_batches():
             measure = every > 0 and step % every == 0
-            loss, angles = training_step(method, optimizer, lambda: task.loss(model, batch), measure)
+            loss, angles = training_step(method, optimizer, lambda: task.loss(model, batch), measure, task.grad_clip)
             total += loss
             batches += 1
             step += 1
@@ -141,12 +142,16 @@ def _train(cfg: DictConfig, task, model, method: Method, optimizer, runlog: RunL
         runlog.log({"train_loss": train_loss, **evaluation}, step=step, epoch=epoch)
         if best is None or evaluation[selection] > best[selection]:
             best, best_epoch = evaluation, epoch
-        last_eval = evaluation
+        last_eval, epochs_run = evaluation, epoch
         bar.set_postfix(loss=f"{train_loss:.4f}", **{selection: f"{evaluation[selection]:.4f}"})
         if not interactive and (epoch % report_every == 0 or epoch == epochs):
             log.info("epoch %d/%d  train_loss %.4f  %s %.4f", epoch, epochs, train_loss, selection,
                      evaluation[selection])
+        if patience and epoch - best_epoch >= patience:
+            log.info("early stop at epoch %d: no better %s for %d epochs (best epoch %d)", epoch, selection,
+                     patience, best_epoch)
+            break
     metrics = {**best, "best_epoch": best_epoch, "train_loss": train_loss,
                **{f"last_{k}": v for k, v in last_eval.items()}}
-    return {"metrics": metrics, "alignment": angles_last, "epochs": epochs, "steps": step,
+    return {"metrics": metrics, "alignment": angles_last, "epochs": epochs_run, "steps": step,
             "train_s": round(train_s, 3), "steps_per_s": round(step / train_s, 3) if train_s else None}

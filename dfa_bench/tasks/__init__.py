@@ -6,6 +6,9 @@ A task class is built as `Task(cfg, device)` and provides:
   train_batches() -> iterable            one epoch of batches
   loss(model, batch) -> scalar tensor
   evaluate(model) -> dict[str, float]    after each epoch; cfg.task.selection names the metric to maximize
+  epochs: int                            how many epochs to train
+  patience: int | None                   stop after this many epochs without a better selection metric
+  grad_clip: float | None                clip the gradient norm to this value before each step
 """
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ import importlib
 
 from dfa_bench.errors import ConfigError
 
-TASKS = {"gcn": "dfa_bench.tasks.graph:NodeClassification"}
+TASKS = {
+    "gcn": "dfa_bench.tasks.graph:NodeClassification",
+    "recsys": "dfa_bench.tasks.recsys:ClickThroughRate",
+}
 
 
 def task_class(name: str):
@@ -21,3 +27,16 @@ def task_class(name: str):
         raise ConfigError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
     module, cls = TASKS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def method_settings(cfg):
+    """The model's training settings for this run's method (conf/model/*.yaml, `settings`).
+
+    A model gives settings per method name; a method without its own entry uses its `tuning` fallback
+    (shallow runs with the DFA settings unless the model has a `shallow` entry, as in the paper's code).
+    """
+    settings = cfg.model.settings
+    for key in (cfg.method.name, cfg.method.tuning):
+        if key in settings:
+            return settings[key]
+    raise ConfigError(f"model {cfg.model.name!r} has no settings for method {cfg.method.name!r}")

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dfa_bench.errors import ConfigError, DataError
+from dfa_bench.tasks import method_settings
 
 PLANETOID_FILES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data"
@@ -104,7 +105,8 @@ class NodeClassification:
         if cfg.model.get("task") != "gcn":
             raise ConfigError(f"model {cfg.model.name!r} is not a graph model (task {cfg.model.get('task')!r})")
         self.cfg = cfg
-        self.settings = cfg.model.settings[cfg.method.tuning]
+        self.settings = method_settings(cfg)
+        self.epochs, self.patience, self.grad_clip = int(cfg.task.epochs), None, None
         data, self.num_classes = load_planetoid(cfg.dataset.planetoid, Path(cfg.data_root), Path(cfg.cache_root))
         if cfg.model.get("split") == "stratified_5fold":
             data.train_mask, data.val_mask, data.test_mask = stratified_5fold(data.y, cfg.seed)

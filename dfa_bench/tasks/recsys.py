@@ -1,0 +1,116 @@
+"""Click-through-rate prediction (the paper's Table 2): Criteo, or MovieLens as a second dataset.
+
+Random 80/10/10 split drawn from the run's seed; BCE on the logit; Adam; after every epoch the
+validation AUC decides early stopping (the paper's patience) and the reported epoch; test AUC and
+log-loss at that epoch.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from dfa_bench.data.ctr import load_ctr
+from dfa_bench.errors import ConfigError, DataError
+from dfa_bench.tasks import method_settings
+
+
+def auc_logloss(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """ROC AUC and log-loss (scikit-learn); AUC is NaN when only one class is present."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    labels = np.asarray(labels, dtype=np.float64)
+    probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    auc = roc_auc_score(labels, probs) if 0 < labels.sum() < len(labels) else float("nan")
+    return float(auc), float(log_loss(labels, probs, labels=[0, 1]))
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Whole batches gathered from the memory-mapped cache (sorted indices: sequential reads)."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, batches: list[np.ndarray]) -> None:
+        self.features, self.labels, self.batches = features, labels, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        idx = np.sort(self.batches[i])
+        return (torch.from_numpy(np.ascontiguousarray(self.features[idx], dtype=np.int64)),
+                torch.from_numpy(np.ascontiguousarray(self.labels[idx])))
+
+
+class ClickThroughRate:
+    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
+        if cfg.dataset.get("task") != "recsys":
+            raise ConfigError(f"dataset {cfg.dataset.name!r} is not a CTR dataset")
+        if cfg.model.get("task") != "recsys":
+            raise ConfigError(f"model {cfg.model.name!r} is not a CTR model (task {cfg.model.get('task')!r})")
+        self.cfg, self.device = cfg, device
+        self.settings = method_settings(cfg)
+        source = Path(cfg.data_root) / cfg.dataset.file
+        if not source.is_file():
+            raise DataError(f"{cfg.dataset.name}: {source} not found. {cfg.dataset.get('hint', '')}".strip())
+        self.data = load_ctr(cfg.dataset.kind, source, Path(cfg.cache_root), int(cfg.dataset.get("min_threshold", 10)),
+                             progress=bool(cfg.progress) and sys.stderr.isatty())
+        rows = len(self.data.labels)
+        if rows < 20:
+            raise DataError(f"{source}: only {rows} usable rows")
+        gen = torch.Generator().manual_seed(int(cfg.seed))
+        perm = torch.randperm(rows, generator=gen).numpy()
+        n_train, n_val = int(rows * cfg.task.split[0]), int(rows * cfg.task.split[1])
+        self.train_idx, self.val_idx = perm[:n_train], perm[n_train : n_train + n_val]
+        self.test_idx = perm[n_train + n_val :]
+        self.epochs = int(cfg.task.epochs or self.settings.epochs)
+        self.patience = int(self.settings.patience) if self.settings.get("patience") else None
+        self.grad_clip = cfg.model.get("grad_clip")
+        self.batch_size = int(cfg.task.batch_size or self.settings.batch)
+        self._gen = torch.Generator().manual_seed(int(cfg.seed) + 1)
+
+    def build_model(self) -> nn.Module:
+        from dfa_bench.models.recsys import build_ctr_model
+
+        return build_ctr_model(self.cfg.model, self.settings, self.data.field_dims)
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.Adam(model.parameters(), lr=float(self.settings.lr),
+                                weight_decay=float(self.settings.get("weight_decay", 0.0)))
+
+    def _loader(self, index: np.ndarray, batch_size: int):
+        batches = [index[i : i + batch_size] for i in range(0, len(index), batch_size)]
+        return torch.utils.data.DataLoader(
+            _Batches(self.data.features, self.data.labels, batches), batch_size=None, shuffle=False,
+            num_workers=int(self.cfg.task.workers), pin_memory=self.device.type == "cuda",
+        )
+
+    def train_batches(self):
+        order = self.train_idx[torch.randperm(len(self.train_idx), generator=self._gen).numpy()]
+        if len(order) % self.batch_size == 1:  # BatchNorm cannot train on a batch of one
+            order = order[:-1]
+        for x, y in self._loader(order, self.batch_size):
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return F.binary_cross_entropy_with_logits(model(x), y)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        model.eval()
+        probs, labels = [], []
+        for x, y in self._loader(index, int(self.cfg.task.eval_batch_size)):
+            probs.append(torch.sigmoid(model(x.to(self.device))).float().cpu().numpy())
+            labels.append(y.numpy())
+        model.train()
+        return np.concatenate(labels), np.concatenate(probs)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        out = {}
+        for split, index in (("val", self.val_idx), ("test", self.test_idx)):
+            out[f"{split}_auc"], out[f"{split}_logloss"] = auc_logloss(*self.predict(model, index))
+        return out
