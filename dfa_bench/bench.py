@@ -3,6 +3,7 @@
     dfa-bench-bench                                   # every benchmark case, results/bench/<date>-<host>.md
     dfa-bench-bench --case cora-gcn --steps 200 --warmup 20
     dfa-bench-bench --case cora-gat -- device=cuda    # Hydra overrides after --
+    dfa-bench-bench --criteo-rows 3000000             # Criteo preprocessing throughput and peak memory
 
 The methods' steps alternate (bp, dfa, shallow, bp, ...) after a warm-up, so that they share the
 machine's state; each step is timed with CUDA events on a GPU, perf_counter on the CPU. Reported: median
@@ -34,6 +35,7 @@ CASES = {  # name -> Hydra overrides
     "cora-gcn": ["task=gcn", "dataset=cora", "model=gcn"],
     "cora-cheb": ["task=gcn", "dataset=cora", "model=cheb"],
     "cora-gat": ["task=gcn", "dataset=cora", "model=gat"],
+    "criteo-deepfm-b2048": ["task=recsys", "dataset=criteo_sample", "model=deepfm", "task.batch_size=2048"],
 }
 
 
@@ -88,6 +90,38 @@ def bench_case(name: str, overrides: list[str], steps: int, warmup: int) -> list
     return rows
 
 
+def bench_criteo_preprocessing(rows: int, work: Path) -> list[dict]:
+    """Generate a Criteo-format file of `rows` lines, preprocess it in a child process: rows/s, peak RSS."""
+    import resource
+    import subprocess
+    import tempfile
+
+    from dfa_bench.data.ctr import generate_criteo
+
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        source = Path(tmp) / "train.txt"
+        t0 = time.perf_counter()
+        generate_criteo(source, rows, seed=0, malformed_every=100_000)
+        generated_s = time.perf_counter() - t0
+        code = ("import json, sys; from pathlib import Path; from dfa_bench.data.ctr import preprocess_criteo; "
+                "m = preprocess_criteo(Path(sys.argv[1]), Path(sys.argv[2]), progress=False); "
+                "print(json.dumps({k: m[k] for k in ('rows', 'malformed', 'seconds')}))")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code, str(source), str(Path(tmp) / "cache")],
+                             capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - t0
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        meta = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+        return [{
+            "case": "criteo-preprocess", "lines": rows, "file MiB": round(source.stat().st_size / 2**20, 1),
+            "rows kept": meta["rows"], "malformed": meta["malformed"], "seconds": round(wall, 1),
+            "rows/s": round(rows / wall), "peak RSS MiB": round(max(peak_kib, before) / 1024),
+            "generate s": round(generated_s, 1),
+        }]
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
@@ -101,17 +135,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("--criteo-rows", type=int, default=0,
+                        help="also time Criteo preprocessing on a generated file of this many lines")
+    parser.add_argument("--work", type=Path, default=Path("results/bench/tmp"),
+                        help="where the generated Criteo file is written (deleted afterwards)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every case (after --)")
     args = parser.parse_args(argv)
     rows = []
-    for name in args.case or sorted(CASES):
+    cases = args.case if args.case is not None else ([] if args.criteo_rows else sorted(CASES))
+    for name in cases:
         print(f"timing {name} ...", file=sys.stderr)
         rows += bench_case(name, [*CASES[name], *args.overrides], args.steps, args.warmup)
-    table = pd.DataFrame(rows)
+    sections = []
+    if rows:
+        sections.append("## Training steps\n\n" + pd.DataFrame(rows).to_markdown(index=False))
+    prep = []
+    if args.criteo_rows:
+        print(f"generating and preprocessing {args.criteo_rows} Criteo-format lines ...", file=sys.stderr)
+        prep = bench_criteo_preprocessing(args.criteo_rows, args.work)
+        sections.append("## Criteo preprocessing (generated file, two streaming passes)\n\n"
+                        + pd.DataFrame(prep).to_markdown(index=False))
+    table = pd.DataFrame(rows + prep)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     text = (f"# dfa-bench-bench\n\nMachine: {machine()}\n\nDate: {stamp}\n\n"
             f"Command: `dfa-bench-bench {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
-            + table.to_markdown(index=False) + "\n")
+            + "\n\n".join(sections) + "\n")
     print(text)
     name = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{platform.node()}"
     files.write_text(args.out / f"{name}.md", text)

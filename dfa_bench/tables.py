@@ -31,15 +31,18 @@ class TableSpec:
 
     name: str
     task: str
-    metric: str
+    metrics: tuple[str, ...]
     title: str
     scale: float = 1.0
     digits: int = 3
 
 
 TABLES = [
-    TableSpec("graph", "gcn", "test_acc", "Table 3: node classification, test accuracy (%) at best validation epoch",
+    TableSpec("graph", "gcn", ("test_acc",),
+              "Table 3: node classification, test accuracy (%) at the epoch of best validation accuracy",
               scale=100.0, digits=1),
+    TableSpec("recsys", "recsys", ("test_auc", "test_logloss"),
+              "Table 2: click-through rate, test AUC and log-loss at the epoch of best validation AUC", digits=4),
 ]
 
 
@@ -70,23 +73,27 @@ def published() -> pd.DataFrame:
         return pd.read_csv(f)
 
 
+TIDY_COLUMNS = ["dataset", "model", "method", "metric", "mean", "std", "n", "diverged", "failed"]
+
+
 def aggregate(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    """Tidy table: dataset, model, method, mean, std, n (completed seeds), diverged, failed."""
-    sel = runs[runs["task"] == spec.task]
-    col = f"metric.{spec.metric}"
+    """Tidy table: dataset, model, method, metric, mean, std, n (completed seeds), diverged, failed."""
+    sel = runs[runs["task"] == spec.task] if not runs.empty else runs
     out = []
-    for (dataset, model, method), g in sel.groupby(["dataset", "model", "method"]):
+    for (dataset, model, method), g in (sel.groupby(["dataset", "model", "method"]) if len(sel) else []):
         done = g[g["status"] == "completed"]
-        values = done[col].astype(float) * spec.scale if col in done else pd.Series(dtype=float)
-        out.append({
-            "dataset": dataset, "model": model, "method": method,
-            "mean": values.mean() if len(values) else float("nan"),
-            "std": values.std(ddof=1) if len(values) > 1 else float("nan"),
-            "n": int(len(values)),
-            "diverged": int((g["status"] == "diverged").sum()),
-            "failed": int((g["status"] == "failed").sum()),
-        })
-    return pd.DataFrame(out, columns=["dataset", "model", "method", "mean", "std", "n", "diverged", "failed"])
+        for metric in spec.metrics:
+            col = f"metric.{metric}"
+            values = (done[col].dropna().astype(float) * spec.scale) if col in done else pd.Series(dtype=float)
+            out.append({
+                "dataset": dataset, "model": model, "method": method, "metric": metric,
+                "mean": values.mean() if len(values) else float("nan"),
+                "std": values.std(ddof=1) if len(values) > 1 else float("nan"),
+                "n": int(len(values)),
+                "diverged": int((g["status"] == "diverged").sum()),
+                "failed": int((g["status"] == "failed").sum()),
+            })
+    return pd.DataFrame(out, columns=TIDY_COLUMNS)
 
 
 def _cell(r, digits: int) -> str:
@@ -101,31 +108,37 @@ def _cell(r, digits: int) -> str:
 
 
 def wide(tidy: pd.DataFrame, refs: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, list[str]]:
-    """Rows = model, columns = dataset x method, then the published values for that dataset."""
+    """Rows = model, columns = dataset x method (x metric), then the published values beside them."""
     datasets = sorted(tidy["dataset"].unique())
     methods = [m for m in METHOD_ORDER if m in set(tidy["method"])] + sorted(set(tidy["method"]) - set(METHOD_ORDER))
-    refs = refs[(refs["task"] == spec.task) & (refs["metric"] == spec.metric)
-                & refs["dataset"].isin(datasets) & refs["model"].isin(tidy["model"])]
+    refs = refs[(refs["task"] == spec.task) & refs["metric"].isin(spec.metrics) & refs["model"].isin(tidy["model"])]
+    # Published values of a dataset we did not run (e.g. the full Criteo beside our sample) go last.
+    ref_only = sorted(set(refs["dataset"]) - set(datasets))
     sources = sorted(refs["source"].unique())
     table = pd.DataFrame(index=sorted(tidy["model"].unique()))
     table.index.name = "model"
-    for dataset in datasets:
-        for method in methods:
-            cells = {}
-            for _, r in tidy[(tidy["dataset"] == dataset) & (tidy["method"] == method)].iterrows():
-                cells[r["model"]] = _cell(r, spec.digits)
-            table[f"{dataset} {method}"] = pd.Series(cells)
-        for method in methods:
-            ref = refs[(refs["dataset"] == dataset) & (refs["method"] == method)]
-            if ref.empty:
-                continue
-            cells = {}
-            for _, r in ref.iterrows():
-                value = f"{r['value'] * spec.scale:.{spec.digits}f}"
-                if pd.notna(r["std"]):
-                    value += f" ± {r['std'] * spec.scale:.{spec.digits}f}"
-                cells[r["model"]] = f"{value} [{sources.index(r['source']) + 1}]"
-            table[f"{dataset} {method} (published)"] = pd.Series(cells)
+
+    def label(dataset: str, method: str, metric: str) -> str:
+        return f"{dataset} {method}" + (f" {metric.removeprefix('test_')}" if len(spec.metrics) > 1 else "")
+
+    for dataset in [*datasets, *ref_only]:
+        for method in methods if dataset in datasets else []:
+            for metric in spec.metrics:
+                sel = tidy[(tidy["dataset"] == dataset) & (tidy["method"] == method) & (tidy["metric"] == metric)]
+                table[label(dataset, method, metric)] = pd.Series(
+                    {r["model"]: _cell(r, spec.digits) for _, r in sel.iterrows()}, dtype=object)
+        for method in METHOD_ORDER:
+            for metric in spec.metrics:
+                ref = refs[(refs["dataset"] == dataset) & (refs["method"] == method) & (refs["metric"] == metric)]
+                if ref.empty:
+                    continue
+                cells = {}
+                for _, r in ref.iterrows():
+                    value = f"{r['value'] * spec.scale:.{spec.digits}f}"
+                    if pd.notna(r["std"]):
+                        value += f" ± {r['std'] * spec.scale:.{spec.digits}f}"
+                    cells[r["model"]] = f"{value} [{sources.index(r['source']) + 1}]"
+                table[label(dataset, method, metric) + " (published)"] = pd.Series(cells, dtype=object)
     return table.fillna("–"), sources
 
 
@@ -134,8 +147,9 @@ def write_table(spec: TableSpec, runs: pd.DataFrame, out: Path) -> Path | None:
     if tidy.empty:
         return None
     table, sources = wide(tidy, published(), spec)
-    notes = [f"[{i + 1}] {s} (published backprop value, not from the DFA paper)" for i, s in enumerate(sources)]
-    header = (f"# {spec.title}\n\nRegenerated by `dfa-bench-tables` from {int(tidy['n'].sum())} completed runs "
+    notes = [f"[{i + 1}] {s}" for i, s in enumerate(sources)]
+    completed = int(tidy[tidy["metric"] == spec.metrics[0]]["n"].sum())
+    header = (f"# {spec.title}\n\nRegenerated by `dfa-bench-tables` from {completed} completed runs "
               f"on {time.strftime('%Y-%m-%d')}; do not edit by hand. Cells: mean ± std over seeds (n = seeds).\n\n")
     files.write_text(out / f"{spec.name}.md", header + table.to_markdown() + "\n\n" + "\n".join(notes) + "\n")
     files.write_text(out / f"{spec.name}.csv", tidy.to_csv(index=False))

@@ -64,7 +64,7 @@ def test_sweep_then_table(cli_env, tmp_path):
     tex = (results / "tables" / "graph.tex").read_text()
     assert r"\begin{tabular}" in tex
     csv = (results / "tables" / "graph.csv").read_text().splitlines()
-    assert csv[0] == "dataset,model,method,mean,std,n,diverged,failed" and len(csv) == 3
+    assert csv[0] == "dataset,model,method,metric,mean,std,n,diverged,failed" and len(csv) == 3
 
 
 def test_wandb_offline_logger(cli_env, tmp_path):

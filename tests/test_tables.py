@@ -20,6 +20,7 @@ def test_mean_std_count_and_diverged(tmp_path):
     _summary(tmp_path / "bp0-again", 0, "bp", 0.90, finished="2026-02-01T00:00:00")
     runs = read_runs(tmp_path)
     tidy = aggregate(runs, TABLES[0]).set_index("method")
+    assert set(tidy["metric"]) == {"test_acc"}
     assert tidy.loc["bp", "n"] == 3
     assert abs(tidy.loc["bp", "mean"] - 100 * (0.90 + 0.82 + 0.84) / 3) < 1e-9
     assert tidy.loc["dfa", "n"] == 1 and tidy.loc["dfa", "diverged"] == 1
@@ -27,3 +28,15 @@ def test_mean_std_count_and_diverged(tmp_path):
     assert "85.3 ± 4.2 (n=3)" in md
     assert "70.0 (n=1) [1 diverged]" in md
     assert "81.5 [1]" in md  # Kipf & Welling's published value beside ours
+
+
+def test_two_metric_table_with_published_values_of_another_dataset(tmp_path):
+    for seed in range(2):
+        write_json(tmp_path / f"r{seed}" / "summary.json", {
+            "task": "recsys", "dataset": "criteo_sample", "model": "deepfm", "method": "dfa", "seed": seed,
+            "status": "completed", "finished": "x", "metrics": {"test_auc": 0.7 + seed / 100, "test_logloss": 0.5}})
+    spec = next(t for t in TABLES if t.name == "recsys")
+    md = write_table(spec, read_runs(tmp_path), tmp_path / "tables").read_text()
+    assert "criteo_sample dfa auc" in md and "criteo_sample dfa logloss" in md
+    assert "0.7050 ± 0.0071 (n=2)" in md
+    assert "criteo dfa auc (published)" in md and "0.7956 [1]" in md

@@ -1,0 +1,18 @@
+"""The benchmark command runs end to end at a tiny size (no timing assertions)."""
+from dfa_bench.bench import main
+from tests.conftest import require
+
+
+def test_bench_smoke(tmp_path, cli_env, monkeypatch):
+    require("planetoid", "Cora", "raw")
+    require("criteo", "criteo_kaggle_train_head10000.txt")
+    for key in ("DFA_BENCH_DATA", "DFA_BENCH_CACHE"):
+        monkeypatch.setenv(key, cli_env[key])
+    out = tmp_path / "bench"
+    assert main(["--case", "cora-gcn", "--case", "criteo-deepfm-b2048", "--steps", "2", "--warmup", "1",
+                 "--criteo-rows", "3000", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    md = next(out.glob("*.md")).read_text()
+    assert "Machine:" in md and "Date:" in md
+    for text in ("cora-gcn", "criteo-deepfm-b2048", "| dfa", "| shallow", "criteo-preprocess"):
+        assert text in md
+    assert next(out.glob("*.csv")).read_text().startswith("case,")
