@@ -1,6 +1,6 @@
 """`dfa-bench-bench`: time BP, DFA and shallow training steps in one process, and write the figures.
 
-    dfa-bench-bench                                   # every benchmark case, results/bench/<date>-<host>.md
+    dfa-bench-bench                                   # the CPU-sized cases, results/bench/<date>-<host>.md
     dfa-bench-bench --case cora-gcn --steps 200 --warmup 20
     dfa-bench-bench --case cora-gat -- device=cuda    # Hydra overrides after --
     dfa-bench-bench --criteo-rows 3000000             # Criteo preprocessing throughput and peak memory
@@ -36,7 +36,15 @@ CASES = {  # name -> Hydra overrides
     "cora-cheb": ["task=gcn", "dataset=cora", "model=cheb"],
     "cora-gat": ["task=gcn", "dataset=cora", "model=gat"],
     "criteo-deepfm-b2048": ["task=recsys", "dataset=criteo_sample", "model=deepfm", "task.batch_size=2048"],
+    "lm-tiny": ["experiment=lm_tiny"],
+    "lm-small-macro": ["experiment=lm_tiny", "model.d_model=256", "model.layers=4", "model.heads=4",
+                       "model.d_ff=1024", "task.context=64", "task.batch_size=16"],
+    "lm-small-micro": ["experiment=lm_tiny", "model.d_model=256", "model.layers=4", "model.heads=4",
+                       "model.d_ff=1024", "task.context=64", "task.batch_size=16", "dfa.placement=micro"],
+    "lm-paper-macro": ["task=lm", "dataset=wikitext2"],  # 6 x 512, 32k BPE, 64 x 128 tokens: a GPU case
 }
+DEFAULT_CASES = ["cora-gcn", "cora-cheb", "cora-gat", "criteo-deepfm-b2048", "lm-tiny", "lm-small-macro",
+                 "lm-small-micro"]
 
 
 def _compose(overrides: list[str]):
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every case (after --)")
     args = parser.parse_args(argv)
     rows = []
-    cases = args.case if args.case is not None else ([] if args.criteo_rows else sorted(CASES))
+    cases = args.case if args.case is not None else ([] if args.criteo_rows else DEFAULT_CASES)
     for name in cases:
         print(f"timing {name} ...", file=sys.stderr)
         rows += bench_case(name, [*CASES[name], *args.overrides], args.steps, args.warmup)

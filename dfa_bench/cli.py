@@ -27,6 +27,16 @@ def _main(cfg: DictConfig) -> None:
     from dfa_bench.runner import run
 
     try:
+        if cfg.mode == "sample":
+            from dfa_bench.tasks import task_class
+
+            task = task_class(cfg.task.name)
+            if not hasattr(task, "sample"):
+                raise UserError(f"task={cfg.task.name} has no sample mode")
+            task.sample(cfg)
+            return
+        if cfg.mode != "train":
+            raise UserError(f"mode={cfg.mode!r}: choose train or sample")
         summary = run(cfg, Path(hc.runtime.output_dir))
     except UserError as err:
         log.error("%s", err)

@@ -85,11 +85,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {**identity, "status": "failed", "metrics": {}}
     try:
         task = Task(cfg, device)
+        if getattr(task, "variant", None):
+            summary["variant"] = task.variant
         model = task.build_model().to(device)
         method = build_method(cfg.method, int(cfg.seed)).attach(model)
         optimizer = task.optimizer(model)
         summary.update(_train(cfg, task, model, method, optimizer, runlog))
         summary["status"] = "completed"
+        if hasattr(task, "save_artifacts"):
+            task.save_artifacts(out_dir)
         files.torch_save(out_dir / "checkpoint.pt", {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "method": method.state_dict(),
             "epoch": summary["epochs"], "step": summary["steps"],
@@ -114,6 +118,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 def _train(cfg: DictConfig, task, model, method: Method, optimizer, runlog: RunLog) -> dict[str, Any]:
     epochs, patience = int(task.epochs), task.patience
     selection = str(cfg.task.selection)
+    maximize = getattr(task, "selection_mode", "max") == "max"
+    step_scheduler = getattr(task, "step_scheduler", None)
+    epoch_scheduler = getattr(task, "epoch_scheduler", None)
     every = int(cfg.alignment.every) if method.measures_alignment else 0
     interactive = bool(cfg.progress) and sys.stderr.isatty()
     report_every = max(1, epochs // 10)
@@ -128,6 +135,8 @@ def _train(cfg: DictConfig, task, model, method: Method, optimizer, runlog: RunL
         for batch in task.train_batches():
             measure = every > 0 and step % every == 0
             loss, angles = training_step(method, optimizer, lambda: task.loss(model, batch), measure, task.grad_clip)
+            if step_scheduler is not None:
+                step_scheduler.step()
             total += loss
             batches += 1
             step += 1
@@ -140,8 +149,11 @@ def _train(cfg: DictConfig, task, model, method: Method, optimizer, runlog: RunL
             raise Diverged(f"training loss is {train_loss} at epoch {epoch} (step {step})")
         evaluation = task.evaluate(model)
         runlog.log({"train_loss": train_loss, **evaluation}, step=step, epoch=epoch)
-        if best is None or evaluation[selection] > best[selection]:
+        score = evaluation[selection]
+        if best is None or (score > best[selection] if maximize else score < best[selection]):
             best, best_epoch = evaluation, epoch
+        if epoch_scheduler is not None:
+            epoch_scheduler.step(score)
         last_eval, epochs_run = evaluation, epoch
         bar.set_postfix(loss=f"{train_loss:.4f}", **{selection: f"{evaluation[selection]:.4f}"})
         if not interactive and (epoch % report_every == 0 or epoch == epochs):

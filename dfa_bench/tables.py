@@ -43,6 +43,8 @@ TABLES = [
               scale=100.0, digits=1),
     TableSpec("recsys", "recsys", ("test_auc", "test_logloss"),
               "Table 2: click-through rate, test AUC and log-loss at the epoch of best validation AUC", digits=4),
+    TableSpec("lm", "lm", ("val_ppl", "test_ppl"),
+              "Table 5: Transformer language model, perplexity at the epoch of lowest validation loss", digits=1),
 ]
 
 
@@ -56,6 +58,8 @@ def read_runs(results: Path) -> pd.DataFrame:
             print(f"dfa-bench-tables: skipping unreadable {path}: {err}", file=sys.stderr)
             continue
         row = {k: s.get(k) for k in ("task", "dataset", "model", "method", "seed", "status", "finished")}
+        if s.get("variant"):  # e.g. the LM's placement and optimizer: one table row each
+            row["model"] = f"{row['model']} ({s['variant']})"
         row.update({f"metric.{k}": v for k, v in (s.get("metrics") or {}).items()})
         row["path"] = str(path.parent)
         rows.append(row)
@@ -111,15 +115,17 @@ def wide(tidy: pd.DataFrame, refs: pd.DataFrame, spec: TableSpec) -> tuple[pd.Da
     """Rows = model, columns = dataset x method (x metric), then the published values beside them."""
     datasets = sorted(tidy["dataset"].unique())
     methods = [m for m in METHOD_ORDER if m in set(tidy["method"])] + sorted(set(tidy["method"]) - set(METHOD_ORDER))
-    refs = refs[(refs["task"] == spec.task) & refs["metric"].isin(spec.metrics) & refs["model"].isin(tidy["model"])]
+    refs = refs[(refs["task"] == spec.task) & refs["metric"].isin(spec.metrics)]
     # Published values of a dataset we did not run (e.g. the full Criteo beside our sample) go last.
     ref_only = sorted(set(refs["dataset"]) - set(datasets))
     sources = sorted(refs["source"].unique())
-    table = pd.DataFrame(index=sorted(tidy["model"].unique()))
+    table = pd.DataFrame(index=sorted(set(tidy["model"]) | set(refs["model"])))
     table.index.name = "model"
 
     def label(dataset: str, method: str, metric: str) -> str:
-        return f"{dataset} {method}" + (f" {metric.removeprefix('test_')}" if len(spec.metrics) > 1 else "")
+        if len(spec.metrics) == 1:
+            return f"{dataset} {method}"
+        return f"{dataset} {method} {metric.removeprefix('test_') if metric.startswith('test_') else metric}"
 
     for dataset in [*datasets, *ref_only]:
         for method in methods if dataset in datasets else []:

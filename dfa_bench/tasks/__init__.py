@@ -9,6 +9,12 @@ A task class is built as `Task(cfg, device)` and provides:
   epochs: int                            how many epochs to train
   patience: int | None                   stop after this many epochs without a better selection metric
   grad_clip: float | None                clip the gradient norm to this value before each step
+and optionally:
+  selection_mode: "max" | "min"          (default "max")
+  step_scheduler, epoch_scheduler        LR schedulers stepped after every step / with the selection metric
+  variant: str                           what distinguishes the run in a table row (e.g. the optimizer)
+  save_artifacts(out_dir)                files a finished run keeps beside its checkpoint
+  sample(cfg) (static)                   `mode=sample`: use a finished run's checkpoint
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from dfa_bench.errors import ConfigError
 TASKS = {
     "gcn": "dfa_bench.tasks.graph:NodeClassification",
     "recsys": "dfa_bench.tasks.recsys:ClickThroughRate",
+    "lm": "dfa_bench.tasks.lm:LanguageModelling",
 }
 
 
