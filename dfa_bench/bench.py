@@ -42,9 +42,12 @@ CASES = {  # name -> Hydra overrides
     "lm-small-micro": ["experiment=lm_tiny", "model.d_model=256", "model.layers=4", "model.heads=4",
                        "model.d_ff=1024", "task.context=64", "task.batch_size=16", "dfa.placement=micro"],
     "lm-paper-macro": ["task=lm", "dataset=wikitext2"],  # 6 x 512, 32k BPE, 64 x 128 tokens: a GPU case
+    "nerf-tiny": ["experiment=nerf_tiny"],
+    "nerf-small": ["experiment=nerf_tiny", "model.layers=4", "model.width=128", "task.rays=512"],
+    "nerf-paper": ["task=nerf", "scene=lego", "model=nerf"],  # 8 x 256, 64 + 128 samples, 1024 rays: a GPU case
 }
 DEFAULT_CASES = ["cora-gcn", "cora-cheb", "cora-gat", "criteo-deepfm-b2048", "lm-tiny", "lm-small-macro",
-                 "lm-small-micro"]
+                 "lm-small-micro", "nerf-tiny", "nerf-small"]
 
 
 def _compose(overrides: list[str]):

@@ -91,6 +91,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         method = build_method(cfg.method, int(cfg.seed)).attach(model)
         optimizer = task.optimizer(model)
         summary.update(_train(cfg, task, model, method, optimizer, runlog))
+        if hasattr(task, "final_evaluation"):
+            final = task.final_evaluation(model, out_dir)
+            summary["metrics"].update(final)
+            runlog.log(final, step=summary["steps"], epoch=summary["epochs"])
         summary["status"] = "completed"
         if hasattr(task, "save_artifacts"):
             task.save_artifacts(out_dir)

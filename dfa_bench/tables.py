@@ -45,6 +45,8 @@ TABLES = [
               "Table 2: click-through rate, test AUC and log-loss at the epoch of best validation AUC", digits=4),
     TableSpec("lm", "lm", ("val_ppl", "test_ppl"),
               "Table 5: Transformer language model, perplexity at the epoch of lowest validation loss", digits=1),
+    TableSpec("nerf", "nerf", ("test_psnr", "test_ssim"),
+              "Table A.5: NeRF view synthesis per scene, test PSNR (dB) and SSIM over all test views", digits=2),
 ]
 
 

@@ -14,6 +14,7 @@ and optionally:
   step_scheduler, epoch_scheduler        LR schedulers stepped after every step / with the selection metric
   variant: str                           what distinguishes the run in a table row (e.g. the optimizer)
   save_artifacts(out_dir)                files a finished run keeps beside its checkpoint
+  final_evaluation(model, out_dir)       metrics measured once at the end (e.g. NeRF's test renders)
   sample(cfg) (static)                   `mode=sample`: use a finished run's checkpoint
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ TASKS = {
     "gcn": "dfa_bench.tasks.graph:NodeClassification",
     "recsys": "dfa_bench.tasks.recsys:ClickThroughRate",
     "lm": "dfa_bench.tasks.lm:LanguageModelling",
+    "nerf": "dfa_bench.tasks.nerf:ViewSynthesis",
 }
 
 
