@@ -13,6 +13,7 @@ method uses its own tuned settings (as a user's run would); alignment measuremen
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -26,6 +27,7 @@ from hydra import compose, initialize_config_dir
 
 from dfa_bench import files
 from dfa_bench.cli import CONF_DIR
+from dfa_bench.errors import UserError
 from dfa_bench.methods import build_method
 from dfa_bench.runner import resolve_device, seed_everything, training_step
 from dfa_bench.tasks import task_class
@@ -66,7 +68,7 @@ def bench_case(name: str, overrides: list[str], steps: int, warmup: int) -> list
         model = task.build_model().to(device)
         method = build_method(cfg.method, int(cfg.seed)).attach(model)
         optimizer = task.optimizer(model)
-        batches = list(task.train_batches())
+        batches = list(itertools.islice(task.train_batches(), warmup + steps))
         runs[method_name] = (task, model, method, optimizer, batches)
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     peak: dict[str, int] = {m: 0 for m in METHODS}
@@ -156,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     cases = args.case if args.case is not None else ([] if args.criteo_rows else DEFAULT_CASES)
     for name in cases:
         print(f"timing {name} ...", file=sys.stderr)
-        rows += bench_case(name, [*CASES[name], *args.overrides], args.steps, args.warmup)
+        try:
+            rows += bench_case(name, [*CASES[name], *args.overrides], args.steps, args.warmup)
+        except UserError as err:
+            print(f"dfa-bench-bench: {name}: {err}", file=sys.stderr)
+            return 2
     sections = []
     if rows:
         sections.append("## Training steps\n\n" + pd.DataFrame(rows).to_markdown(index=False))

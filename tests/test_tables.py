@@ -40,3 +40,15 @@ def test_two_metric_table_with_published_values_of_another_dataset(tmp_path):
     assert "criteo_sample dfa auc" in md and "criteo_sample dfa logloss" in md
     assert "0.7050 ± 0.0071 (n=2)" in md
     assert "criteo dfa auc (published)" in md and "0.7956 [1]" in md
+
+
+def test_nerf_table_has_per_scene_and_group_means(tmp_path):
+    for scene, value in (("lego", 20.0), ("fern", 18.0)):
+        write_json(tmp_path / scene / "summary.json", {
+            "task": "nerf", "dataset": scene, "model": "nerf", "method": "dfa", "seed": 0, "status": "completed",
+            "finished": "x", "metrics": {"test_psnr": value, "test_ssim": 0.5}})
+    spec = next(t for t in TABLES if t.name == "nerf")
+    md = write_table(spec, read_runs(tmp_path), tmp_path / "tables").read_text()
+    assert "lego dfa psnr" in md and "20.00 (n=1)" in md
+    assert "lego bp psnr (published)" in md and "32.54 [1]" in md
+    assert "20.00 (1/8 scenes)" in md and "18.00 (1/8 scenes)" in md
