@@ -87,7 +87,7 @@ class ViewSynthesis:
         if sc.kind == "blender":
             self.scene: Scene = load_blender(folder, int(sc.downscale), bool(sc.white_background), int(sc.testskip))
         elif sc.kind == "llff":
-            self.scene = load_llff(folder, int(sc.factor), int(sc.llffhold))
+            self.scene = load_llff(folder, int(sc.factor), int(sc.llffhold), downscale=int(sc.get("downscale", 1)))
         else:
             raise ConfigError(f"scene kind {sc.kind!r}: choose blender or llff")
         key = cfg.method.name if cfg.method.name in sc.settings else cfg.method.tuning
