@@ -30,7 +30,7 @@ from dfa_bench.cli import CONF_DIR
 from dfa_bench.errors import UserError
 from dfa_bench.methods import build_method
 from dfa_bench.runner import resolve_device, seed_everything, training_step
-from dfa_bench.tasks import task_class
+from dfa_bench.tasks import build_task
 
 METHODS = ("bp", "dfa", "shallow")
 CASES = {  # name -> Hydra overrides
@@ -64,7 +64,7 @@ def bench_case(name: str, overrides: list[str], steps: int, warmup: int) -> list
     for method_name in METHODS:
         cfg = _compose([*overrides, f"method={method_name}", "alignment.every=0"])
         seed_everything(int(cfg.seed))
-        task = task_class(cfg.task.name)(cfg, device)
+        task = build_task(cfg, device)
         model = task.build_model().to(device)
         method = build_method(cfg.method, int(cfg.seed)).attach(model)
         optimizer = task.optimizer(model)

@@ -19,7 +19,7 @@ from dfa_bench import files
 from dfa_bench.errors import ConfigError, RunDirError
 from dfa_bench.methods import Method, build_method
 from dfa_bench.runlog import RunLog
-from dfa_bench.tasks import task_class
+from dfa_bench.tasks import build_task, task_class
 
 log = logging.getLogger("dfa_bench")
 
@@ -79,12 +79,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.threads))
     seed_everything(int(cfg.seed))
     device = resolve_device(str(cfg.device))
-    Task = task_class(cfg.task.name)
+    task_class(cfg.task.name)  # an unknown task stops here, before anything is written
 
     runlog = RunLog(out_dir, cfg)
     summary: dict[str, Any] = {**identity, "status": "failed", "metrics": {}}
     try:
-        task = Task(cfg, device)
+        task = build_task(cfg, device)
         if getattr(task, "variant", None):
             summary["variant"] = task.variant
         model = task.build_model().to(device)

@@ -1,6 +1,5 @@
 """`dfa-bench` and `dfa-bench-tables` as a user runs them, in subprocesses."""
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +73,10 @@ def test_wandb_offline_logger(cli_env, tmp_path):
     p = _run(["dfa-bench", "logger=wandb", "task.epochs=2", f"hydra.run.dir={out}"], env, tmp_path)
     assert p.returncode == 0, p.stderr
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_dataset_of_another_task_is_refused(cli_env, tmp_path):
+    out = tmp_path / "run"
+    p = _run(["dfa-bench", "task=gcn", "dataset=criteo_sample", f"hydra.run.dir={out}"], cli_env, tmp_path)
+    assert p.returncode == 2
+    assert "dataset 'criteo_sample' belongs to task 'recsys', not task 'gcn'" in p.stderr + p.stdout

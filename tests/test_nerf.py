@@ -1,8 +1,6 @@
 """NeRF: ray geometry and volume rendering against hand computations, the real loaders, a tiny run."""
-import json
 import math
 
-import numpy as np
 import pytest
 import torch
 

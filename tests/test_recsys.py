@@ -1,6 +1,5 @@
 """The recommender task: Criteo preprocessing and cache, AUC, and every model under every method."""
 import json
-import os
 import time
 
 import numpy as np

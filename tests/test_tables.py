@@ -1,5 +1,4 @@
 """The table builder on hand-made summaries: aggregation, deduplication, diverged runs."""
-import json
 
 from dfa_bench.files import write_json
 from dfa_bench.tables import TABLES, aggregate, read_runs, write_table

@@ -49,3 +49,16 @@ def method_settings(cfg):
         if key in settings:
             return settings[key]
     raise ConfigError(f"model {cfg.model.name!r} has no settings for method {cfg.method.name!r}")
+
+
+def build_task(cfg, device):
+    """The task of `cfg`, after checking that its dataset and model belong to it."""
+    cls = task_class(cfg.task.name)
+    for group in ("dataset", "model"):
+        owner = cfg[group].get("task")
+        if owner != cfg.task.name:
+            raise ConfigError(
+                f"{group} {cfg[group].name!r} belongs to task {owner!r}, not task {cfg.task.name!r}; "
+                f"pick a {group} of task {cfg.task.name!r} (see `dfa-bench --help`)"
+            )
+    return cls(cfg, device)

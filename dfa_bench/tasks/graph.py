@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from dfa_bench.errors import ConfigError, DataError
+from dfa_bench.errors import DataError
 from dfa_bench.tasks import method_settings
 
 PLANETOID_FILES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
@@ -100,10 +100,6 @@ def stratified_5fold(y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Te
 
 class NodeClassification:
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
-        if cfg.dataset.get("task") != "gcn":
-            raise ConfigError(f"dataset {cfg.dataset.name!r} is not a graph dataset")
-        if cfg.model.get("task") != "gcn":
-            raise ConfigError(f"model {cfg.model.name!r} is not a graph model (task {cfg.model.get('task')!r})")
         self.cfg = cfg
         self.settings = method_settings(cfg)
         self.epochs, self.patience, self.grad_clip = int(cfg.task.epochs), None, None

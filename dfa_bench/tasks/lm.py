@@ -124,10 +124,6 @@ class LanguageModelling:
     selection_mode = "min"
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
-        if cfg.dataset.get("task") != "lm":
-            raise ConfigError(f"dataset {cfg.dataset.name!r} is not a language-modelling corpus")
-        if cfg.model.get("task") != "lm":
-            raise ConfigError(f"model {cfg.model.name!r} is not a language model (task {cfg.model.get('task')!r})")
         self.cfg, self.device = cfg, device
         self.settings = method_settings(cfg)
         folder = Path(cfg.data_root) / cfg.dataset.folder

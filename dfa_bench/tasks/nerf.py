@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dfa_bench.data.nerf import Scene, Views, image_rays, load_blender, load_llff, ndc_rays, pixel_rays
+from dfa_bench.data.nerf import Scene, Views, image_rays, load_blender, load_llff, ndc_rays
 from dfa_bench.errors import ConfigError
 from dfa_bench.tasks import method_settings
 
@@ -77,10 +77,6 @@ class ViewSynthesis:
     selection_mode = "max"
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
-        if cfg.dataset.get("task") != "nerf":
-            raise ConfigError(f"{cfg.dataset.name!r} is not a NeRF scene (choose one with scene=...)")
-        if cfg.model.get("task") != "nerf":
-            raise ConfigError(f"model {cfg.model.name!r} is not a NeRF model (task {cfg.model.get('task')!r})")
         self.cfg, self.device = cfg, device
         sc = cfg.dataset
         folder = Path(cfg.data_root) / sc.folder

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dfa_bench.data.ctr import load_ctr
-from dfa_bench.errors import ConfigError, DataError
+from dfa_bench.errors import DataError
 from dfa_bench.tasks import method_settings
 
 
@@ -47,10 +47,6 @@ class _Batches(torch.utils.data.Dataset):
 
 class ClickThroughRate:
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
-        if cfg.dataset.get("task") != "recsys":
-            raise ConfigError(f"dataset {cfg.dataset.name!r} is not a CTR dataset")
-        if cfg.model.get("task") != "recsys":
-            raise ConfigError(f"model {cfg.model.name!r} is not a CTR model (task {cfg.model.get('task')!r})")
         self.cfg, self.device = cfg, device
         self.settings = method_settings(cfg)
         source = Path(cfg.data_root) / cfg.dataset.file
