@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Data root: ../shared/data when it exists (this workplace), else ./data (downloads land there).
 export DFA_BENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: install run test sweep sweep-recsys tables bench clean
+.PHONY: install run test sweep sweep-recsys sweep-lm sweep-nerf tables bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,20 @@ sweep-recsys: install
 		hydra.sweep.dir=results/sweeps/table2-recsys-fm
 	$(BIN)/dfa-bench -m task=recsys dataset=criteo_sample model=deepfm,deepcross,autoint,afn \
 		method=bp,dfa,shallow seed=0,1,2 hydra.sweep.dir=results/sweeps/table2-recsys
+	$(BIN)/dfa-bench -m task=recsys dataset=movielens100k model=deepfm method=bp,dfa,shallow seed=0,1,2 \
+		hydra.sweep.dir=results/sweeps/table2-recsys-movielens
+
+# Table 5 at CPU size: the tiny LM (2 x 64) on all of WikiText-2, 5 epochs, 64 streams x 64 tokens.
+LM_CPU := experiment=lm_tiny dataset.max_train_chars=null dataset.max_eval_chars=null task.epochs=5 \
+	task.batch_size=64 task.context=64
+sweep-lm: install
+	$(BIN)/dfa-bench -m $(LM_CPU) method=bp,shallow hydra.sweep.dir=results/sweeps/table5-lm-cpu-bp
+	$(BIN)/dfa-bench -m $(LM_CPU) method=dfa dfa.placement=macro,micro hydra.sweep.dir=results/sweeps/table5-lm-cpu-dfa
+
+# Table A.5 at CPU size: the tiny NeRF on lego (40x40) and fern (50x37), 2,000 iterations.
+sweep-nerf: install
+	$(BIN)/dfa-bench -m experiment=nerf_tiny scene=lego,fern dataset.downscale=20 method=bp,dfa,shallow \
+		task.iterations=2000 task.eval_every=500 hydra.sweep.dir=results/sweeps/tableA5-nerf-cpu
 
 tables: install
 	$(BIN)/dfa-bench-tables
