@@ -47,6 +47,7 @@ CASES = {  # name -> Hydra overrides
     "nerf-tiny": ["experiment=nerf_tiny"],
     "nerf-small": ["experiment=nerf_tiny", "model.layers=4", "model.width=128", "task.rays=512"],
     "nerf-paper": ["task=nerf", "scene=lego", "model=nerf"],  # 8 x 256, 64 + 128 samples, 1024 rays: a GPU case
+    "nerf-paper-bf16": ["task=nerf", "scene=lego", "model=nerf", "task.precision=bf16"],
 }
 DEFAULT_CASES = ["cora-gcn", "cora-cheb", "cora-gat", "criteo-deepfm-b2048", "lm-tiny", "lm-small-macro",
                  "lm-small-micro", "nerf-tiny", "nerf-small"]

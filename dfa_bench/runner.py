@@ -79,6 +79,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.threads))
     seed_everything(int(cfg.seed))
     device = resolve_device(str(cfg.device))
+    if device.type == "cuda":  # TF32 matmuls unless the task asks for strict float32
+        tf32 = cfg.task.get("precision", "tf32") != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     task_class(cfg.task.name)  # an unknown task stops here, before anything is written
 
     runlog = RunLog(out_dir, cfg)

@@ -140,7 +140,7 @@ class LanguageModelling:
         self.test = streams(ids["test"], int(cfg.task.eval_batch_size)).to(device)
         self.epochs, self.patience = int(cfg.task.epochs), cfg.task.get("patience")
         self.grad_clip = cfg.model.get("grad_clip")
-        self.bf16 = device.type == "cuda" and cfg.task.precision in ("auto", "bf16")
+        self.bf16 = device.type == "cuda" and cfg.task.precision in ("auto", "bf16")  # tf32/fp32: no autocast
         s = self.settings
         parts = [cfg.model.placement] if cfg.method.name == "dfa" else []
         parts.append(s.optimizer if s.optimizer == "noam" else f"{s.optimizer} lr={float(s.lr):g}")

@@ -96,6 +96,7 @@ class ViewSynthesis:
         self.patience, self.grad_clip = None, None
         self.rays = int(t.rays or sc.rays)
         self.chunk = int(t.chunk)
+        self.bf16 = device.type == "cuda" and t.precision == "bf16"
         self.train_images = self.scene.train.images.to(device)
         self.train_poses = self.scene.train.poses.to(device)
         self.step_scheduler = None
@@ -118,8 +119,9 @@ class ViewSynthesis:
         def run(network, z):
             points = o[:, None, :] + d[:, None, :] * z[..., None]
             dirs = viewdirs[:, None, :].expand_as(points)
-            raw = network(points.reshape(-1, 3), dirs.reshape(-1, 3)).reshape(n, z.shape[1], 4)
-            return composite(raw, z, d, self.scene.white_background, noise)
+            with torch.autocast(o.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                raw = network(points.reshape(-1, 3), dirs.reshape(-1, 3))
+            return composite(raw.float().reshape(n, z.shape[1], 4), z, d, self.scene.white_background, noise)
 
         rgb_coarse, weights = run(model.coarse, z)
         if model.fine is None or int(m.importance) == 0:
