@@ -17,30 +17,57 @@ from dfa_bench import __version__, files
 
 
 class RunLog:
-    def __init__(self, out_dir: Path, cfg: DictConfig) -> None:
+    """`keep_until_epoch`: a resumed run drops the rows logged after its checkpoint; `enabled=False`
+    (processes other than the first of a multi-process run) writes nothing."""
+
+    def __init__(self, out_dir: Path, cfg: DictConfig, keep_until_epoch: int | None = None,
+                 enabled: bool = True) -> None:
         self.out_dir = Path(out_dir)
+        self.enabled = enabled
+        self._metrics = self._wandb = None
+        if not enabled:
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         files.write_text(self.out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        self._metrics = open(self.out_dir / "metrics.jsonl", "a", buffering=1)
+        path = self.out_dir / "metrics.jsonl"
+        if keep_until_epoch is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and _epoch(line) <= keep_until_epoch]
+            files.write_text(path, "".join(line + "\n" for line in kept))
+        elif keep_until_epoch is None and path.exists():
+            path.unlink()  # a new run in a directory whose earlier files were moved away
+        self._metrics = open(path, "a", buffering=1)
         self._wandb = _start_wandb(cfg, self.out_dir) if cfg.logger.name == "wandb" else None
 
     def log(self, metrics: dict[str, Any], **position: int) -> None:
+        if not self.enabled:
+            return
         row = {**position, **{k: _clean(v) for k, v in metrics.items()}}
         self._metrics.write(json.dumps(row) + "\n")
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=position.get("step"))
 
     def summary(self, summary: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         summary = {"version": __version__, **summary}
         files.write_json(self.out_dir / "summary.json", summary)
         if self._wandb is not None:
             self._wandb.summary.update({"status": summary["status"], **summary.get("metrics", {})})
 
     def close(self) -> None:
-        self._metrics.close()
+        if self._metrics is not None:
+            self._metrics.close()
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def _epoch(line: str) -> int:
+    try:
+        return int(json.loads(line).get("epoch", 0))
+    except (json.JSONDecodeError, TypeError, ValueError):
+        return 1 << 30  # a torn last line is dropped
 
 
 def _clean(v: Any) -> Any:

@@ -1,31 +1,66 @@
-"""The training loop shared by every task and method: one run, from config to summary.json."""
+"""The training loop shared by every task and method: one run, from config to summary.json.
+
+A run directory is in one of three states when a run starts in it:
+- new: the run trains from scratch;
+- interrupted (a checkpoint.pt and no summary.json, or a summary with status `failed`): with
+  `resume=true` (the default) the run continues from the checkpoint: model, optimizer, schedulers, DFA
+  feedback matrices, random-number states and the loop's counters, so it ends as an uninterrupted run
+  would; its config must match the one saved there;
+- finished (summary status `completed` or `diverged`): it is not trained again.
+With `resume=false` an existing run's files are moved to <dir>/replaced-<time>/ and training starts over.
+Checkpoints are written every `checkpoint_every` epochs (0: only at the end) and at the end, atomically.
+"""
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import platform
 import random
+import shutil
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from dfa_bench import files
-from dfa_bench.errors import ConfigError, RunDirError
+from dfa_bench import __version__, files
+from dfa_bench.distributed import World
+from dfa_bench.errors import ConfigError, DataError, RunDirError
 from dfa_bench.methods import Method, build_method
 from dfa_bench.runlog import RunLog
 from dfa_bench.tasks import build_task, task_class
 
 log = logging.getLogger("dfa_bench")
+FINISHED = ("completed", "diverged")
+# Keys that may differ between an interrupted run and its resumption.
+NOT_COMPARED = ("resume", "progress", "threads", "logger", "device", "data_root", "cache_root", "checkpoint",
+                "checkpoint_every", "mode")
 
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Progress:
+    """The training loop's counters, saved in every checkpoint."""
+
+    epoch: int = 0
+    step: int = 0
+    best: dict | None = None
+    best_epoch: int = 0
+    last_eval: dict = field(default_factory=dict)
+    alignment: dict = field(default_factory=dict)
+    train_loss: float = math.nan
+    train_s: float = 0.0
+    stopped_early: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -45,8 +80,38 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device={name!r} is not a device name ({err})") from None
 
 
+def validate(cfg: DictConfig) -> None:
+    """Type-check the keys every run reads, so that a wrong value stops with its key named."""
+    checks = [("seed", int, 0), ("alignment.every", int, 0), ("checkpoint_every", int, 0), ("threads", int, 1)]
+    for key, kind, minimum in checks:
+        value = OmegaConf.select(cfg, key)
+        if value is None and key == "threads":
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
+            raise ConfigError(f"{key}={value!r}: expected an integer >= {minimum}")
+    for key in ("resume", "deterministic", "progress"):
+        if not isinstance(OmegaConf.select(cfg, key), bool):
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r}: expected true or false")
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def training_step(method: Method, optimizer: torch.optim.Optimizer, compute_loss: Callable[[], torch.Tensor],
-                  measure: bool, grad_clip: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                  measure: bool, grad_clip: float | None = None,
+                  world: World | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward, the method's backward, optimizer step. With `measure`, also the alignment angles."""
     optimizer.zero_grad(set_to_none=True)
     if measure:
@@ -54,57 +119,149 @@ def training_step(method: Method, optimizer: torch.optim.Optimizer, compute_loss
     else:
         loss, angles = compute_loss(), {}
         method.backward(loss)
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if world is not None:
+        world.average_gradients(params)
     if grad_clip:
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     return loss.detach(), angles
 
 
+def _previous(out_dir: Path) -> tuple[str, dict | None]:
+    """('new' | 'interrupted' | 'finished', the old summary)."""
+    summary_path = out_dir / "summary.json"
+    summary = None
+    if summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            summary = {"status": "unreadable"}
+        if summary.get("status") in FINISHED:
+            return "finished", summary
+    if (out_dir / "checkpoint.pt").exists():
+        return "interrupted", summary
+    return ("interrupted", summary) if summary else ("new", None)
+
+
+def _archive(out_dir: Path) -> Path:
+    """Move a run's files out of the way (into <dir>/replaced-<time>/) before starting over."""
+    target = out_dir / f"replaced-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    target.mkdir()
+    for path in list(out_dir.iterdir()):
+        if path.name.startswith("replaced-") or path.name == ".hydra" or path.suffix == ".log":
+            continue
+        shutil.move(str(path), target / path.name)
+    return target
+
+
+def _config_difference(saved: Path, cfg: DictConfig) -> list[str]:
+    if not saved.exists():
+        return []
+    old = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+    new = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_COMPARED:
+        old.pop(key, None)
+        new.pop(key, None)
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(old), flat(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Train one run described by `cfg`, writing its files to `out_dir`; returns the summary."""
+    """Train (or resume) the run described by `cfg` in `out_dir`; returns its summary."""
     out_dir = Path(out_dir)
-    old = out_dir / "summary.json"
-    if old.exists():
-        raise RunDirError(
-            f"{out_dir} already holds a run ({old.name} exists); it is kept as it is. "
-            "Choose another directory (hydra.run.dir=...) to start a new run."
-        )
+    validate(cfg)
+    state, old_summary = _previous(out_dir)
+    if state == "finished" and cfg.resume:
+        log.info("%s already holds a finished run (status %s): not trained again; resume=false starts over",
+                 out_dir, old_summary.get("status"))
+        return old_summary
+    if state != "new" and (not cfg.resume or not (out_dir / "checkpoint.pt").exists()):
+        moved = _archive(out_dir)
+        log.info("starting over: the earlier run's files were moved to %s", moved)
+        state = "new"
+    if state == "interrupted":
+        differs = _config_difference(out_dir / "config.yaml", cfg)
+        if differs:
+            raise RunDirError(f"{out_dir} holds an interrupted run with another config ({', '.join(differs[:8])} "
+                              "differ): resume it with the same config, start over with resume=false, or "
+                              "choose another hydra.run.dir")
+
     started = time.time()
-    identity = {
-        "task": cfg.task.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
-        "method": cfg.method.name, "seed": int(cfg.seed),
-    }
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     seed_everything(int(cfg.seed))
     device = resolve_device(str(cfg.device))
-    if device.type == "cuda":  # TF32 matmuls unless the task asks for strict float32
-        tf32 = cfg.task.get("precision", "tf32") != "fp32"
+    world = World.from_env(device.type)
+    if device.type == "cuda":
+        if world.size > 1 and device.index is None:
+            device = torch.device("cuda", world.local_rank)
+        tf32 = cfg.task.get("precision", "tf32") != "fp32" and not cfg.deterministic
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     task_class(cfg.task.name)  # an unknown task stops here, before anything is written
 
-    runlog = RunLog(out_dir, cfg)
-    summary: dict[str, Any] = {**identity, "status": "failed", "metrics": {}}
+    checkpoint = None
+    if state == "interrupted" and (out_dir / "checkpoint.pt").exists():
+        try:
+            checkpoint = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        except Exception as err:  # a truncated or corrupt file
+            raise DataError(f"{out_dir / 'checkpoint.pt'} is unreadable ({type(err).__name__}: {err}); "
+                            "start over with resume=false (the file is kept in replaced-<time>/)") from None
+    resume_epoch = checkpoint["progress"]["epoch"] if checkpoint else None
+    runlog = RunLog(out_dir, cfg, keep_until_epoch=resume_epoch, enabled=world.is_main)
+    identity = {"task": cfg.task.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
+                "method": cfg.method.name, "seed": int(cfg.seed)}
+    summary: dict[str, Any] = {**identity, "status": "failed", "metrics": {}, "version": __version__}
+    if world.size > 1:
+        summary["processes"] = world.size
     try:
         task = build_task(cfg, device)
+        if world.size > 1:
+            if not hasattr(task, "shard"):
+                raise ConfigError(f"task={cfg.task.name} does not support several processes")
+            task.shard(world.rank, world.size)
         if getattr(task, "variant", None):
             summary["variant"] = task.variant
         model = task.build_model().to(device)
         method = build_method(cfg.method, int(cfg.seed)).attach(model)
         optimizer = task.optimizer(model)
-        summary.update(_train(cfg, task, model, method, optimizer, runlog))
-        if hasattr(task, "final_evaluation"):
+        progress = Progress()
+        if checkpoint is not None:
+            _restore(checkpoint, task, model, method, optimizer, progress)
+            log.info("resuming %s from epoch %d (step %d)", out_dir, progress.epoch, progress.step)
+            summary["resumed_from_epoch"] = progress.epoch
+
+        def save() -> None:
+            if world.is_main:
+                files.torch_save(out_dir / "checkpoint.pt", _checkpoint(cfg, task, model, method, optimizer, progress))
+
+        _train(cfg, task, model, method, optimizer, runlog, progress, world, save)
+        metrics = {**(progress.best or {}), "best_epoch": progress.best_epoch, "train_loss": progress.train_loss,
+                   **{f"last_{k}": v for k, v in progress.last_eval.items()}}
+        summary.update(metrics=metrics, alignment=progress.alignment, epochs=progress.epoch, steps=progress.step,
+                       train_s=round(progress.train_s, 3),
+                       steps_per_s=round(progress.step / progress.train_s, 3) if progress.train_s else None)
+        if hasattr(task, "final_evaluation") and world.is_main:
             final = task.final_evaluation(model, out_dir)
             summary["metrics"].update(final)
-            runlog.log(final, step=summary["steps"], epoch=summary["epochs"])
-        summary["status"] = "completed"
-        if hasattr(task, "save_artifacts"):
+            runlog.log(final, step=progress.step, epoch=progress.epoch)
+        if hasattr(task, "save_artifacts") and world.is_main:
             task.save_artifacts(out_dir)
-        files.torch_save(out_dir / "checkpoint.pt", {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "method": method.state_dict(),
-            "epoch": summary["epochs"], "step": summary["steps"],
-        })
+        summary["status"] = "completed"
     except Diverged as err:
         summary["status"] = "diverged"
         summary["error"] = str(err)
@@ -122,55 +279,88 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _train(cfg: DictConfig, task, model, method: Method, optimizer, runlog: RunLog) -> dict[str, Any]:
+def _checkpoint(cfg, task, model, method, optimizer, progress: Progress) -> dict[str, Any]:
+    ckpt = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "method": method.state_dict(),
+        "progress": asdict(progress), "rng": rng_state(), "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    for name in ("step_scheduler", "epoch_scheduler"):
+        scheduler = getattr(task, name, None)
+        if scheduler is not None:
+            ckpt[name] = scheduler.state_dict()
+    if hasattr(task, "state_dict"):
+        ckpt["task"] = task.state_dict()
+    return ckpt
+
+
+def _restore(ckpt, task, model, method, optimizer, progress: Progress) -> None:
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    method.load_state_dict(ckpt["method"])
+    for name in ("step_scheduler", "epoch_scheduler"):
+        if name in ckpt and getattr(task, name, None) is not None:
+            getattr(task, name).load_state_dict(ckpt[name])
+    if "task" in ckpt and hasattr(task, "load_state_dict"):
+        task.load_state_dict(ckpt["task"])
+    for key, value in ckpt["progress"].items():
+        setattr(progress, key, value)
+    set_rng_state(ckpt["rng"])
+
+
+def _train(cfg: DictConfig, task, model, method: Method, optimizer, runlog: RunLog, progress: Progress,
+           world: World, save: Callable[[], None]) -> None:
     epochs, patience = int(task.epochs), task.patience
     selection = str(cfg.task.selection)
     maximize = getattr(task, "selection_mode", "max") == "max"
     step_scheduler = getattr(task, "step_scheduler", None)
     epoch_scheduler = getattr(task, "epoch_scheduler", None)
     every = int(cfg.alignment.every) if method.measures_alignment else 0
-    interactive = bool(cfg.progress) and sys.stderr.isatty()
+    checkpoint_every = int(cfg.checkpoint_every)
+    interactive = bool(cfg.progress) and sys.stderr.isatty() and world.is_main
     report_every = max(1, epochs // 10)
-    step, best, best_epoch, last_eval, angles_last = 0, None, 0, {}, {}
-    train_s = 0.0
-    bar = tqdm(range(1, epochs + 1), desc=f"{cfg.model.name}/{cfg.method.name}", disable=not interactive,
-               leave=False, dynamic_ncols=True)
+    device = next(model.parameters()).device
+    bar = tqdm(range(progress.epoch + 1, epochs + 1), desc=f"{cfg.model.name}/{cfg.method.name}",
+               disable=not interactive, leave=False, dynamic_ncols=True, initial=progress.epoch, total=epochs)
     model.train()
     for epoch in bar:
+        if progress.stopped_early:
+            break
         t0 = time.perf_counter()
-        total, batches = torch.zeros((), device=next(model.parameters()).device), 0
+        total, batches = torch.zeros((), device=device), 0
         for batch in task.train_batches():
-            measure = every > 0 and step % every == 0
-            loss, angles = training_step(method, optimizer, lambda: task.loss(model, batch), measure, task.grad_clip)
+            measure = every > 0 and progress.step % every == 0
+            loss, angles = training_step(method, optimizer, lambda: task.loss(model, batch), measure,
+                                         task.grad_clip, world)
             if step_scheduler is not None:
                 step_scheduler.step()
             total += loss
             batches += 1
-            step += 1
+            progress.step += 1
             if angles:
-                runlog.log(angles, step=step, epoch=epoch)
-                angles_last = angles
+                runlog.log(angles, step=progress.step, epoch=epoch)
+                progress.alignment = angles
+            if progress.step % 100 == 0 and not torch.isfinite(total):
+                raise Diverged(f"training loss is {total.item()} in epoch {epoch} (step {progress.step})")
         train_loss = (total / max(batches, 1)).item()
-        train_s += time.perf_counter() - t0
+        progress.train_s += time.perf_counter() - t0
         if not math.isfinite(train_loss):
-            raise Diverged(f"training loss is {train_loss} at epoch {epoch} (step {step})")
+            raise Diverged(f"training loss is {train_loss} at epoch {epoch} (step {progress.step})")
         evaluation = task.evaluate(model)
-        runlog.log({"train_loss": train_loss, **evaluation}, step=step, epoch=epoch)
+        runlog.log({"train_loss": train_loss, **evaluation}, step=progress.step, epoch=epoch)
         score = evaluation[selection]
-        if best is None or (score > best[selection] if maximize else score < best[selection]):
-            best, best_epoch = evaluation, epoch
+        if progress.best is None or (score > progress.best[selection] if maximize else score < progress.best[selection]):
+            progress.best, progress.best_epoch = evaluation, epoch
         if epoch_scheduler is not None:
             epoch_scheduler.step(score)
-        last_eval, epochs_run = evaluation, epoch
-        bar.set_postfix(loss=f"{train_loss:.4f}", **{selection: f"{evaluation[selection]:.4f}"})
-        if not interactive and (epoch % report_every == 0 or epoch == epochs):
-            log.info("epoch %d/%d  train_loss %.4f  %s %.4f", epoch, epochs, train_loss, selection,
-                     evaluation[selection])
-        if patience and epoch - best_epoch >= patience:
+        progress.epoch, progress.last_eval, progress.train_loss = epoch, evaluation, train_loss
+        bar.set_postfix(loss=f"{train_loss:.4f}", **{selection: f"{score:.4f}"})
+        if not interactive and world.is_main and (epoch % report_every == 0 or epoch == epochs):
+            log.info("epoch %d/%d  train_loss %.4f  %s %.4f", epoch, epochs, train_loss, selection, score)
+        if patience and epoch - progress.best_epoch >= patience:
             log.info("early stop at epoch %d: no better %s for %d epochs (best epoch %d)", epoch, selection,
-                     patience, best_epoch)
-            break
-    metrics = {**best, "best_epoch": best_epoch, "train_loss": train_loss,
-               **{f"last_{k}": v for k, v in last_eval.items()}}
-    return {"metrics": metrics, "alignment": angles_last, "epochs": epochs_run, "steps": step,
-            "train_s": round(train_s, 3), "steps_per_s": round(step / train_s, 3) if train_s else None}
+                     patience, progress.best_epoch)
+            progress.stopped_early = True
+        if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs or progress.stopped_early):
+            save()
+    if not checkpoint_every:
+        save()

@@ -27,8 +27,8 @@ def test_single_run_writes_summary(cli_env, tmp_path):
     assert (out / "config.yaml").exists() and (out / "checkpoint.pt").exists()
     assert "test_acc" in p.stdout + p.stderr
 
-    again = _run(["dfa-bench", "task.epochs=3", f"hydra.run.dir={out}"], cli_env, tmp_path)
-    assert again.returncode == 2 and "already holds a run" in again.stderr + again.stdout
+    again = _run(["dfa-bench", "task=gcn", "method=dfa", "task.epochs=3", f"hydra.run.dir={out}"], cli_env, tmp_path)
+    assert again.returncode == 0 and "not trained again" in again.stderr + again.stdout
     assert json.loads((out / "summary.json").read_text()) == s
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dfa_bench.errors import DataError, RunDirError
+from dfa_bench.errors import DataError
 from dfa_bench.runner import run
 from dfa_bench.tasks.graph import load_planetoid, planetoid_raw_files
 from tests.conftest import data_root, require
@@ -93,14 +93,16 @@ def test_dfa_alignment_angles_are_below_90_after_training(make_cfg, tmp_path):
     assert not math.isnan(angle) and angle < 90.0
 
 
-def test_finished_run_is_never_overwritten(make_cfg, tmp_path):
+def test_finished_run_is_not_trained_again_and_resume_false_keeps_it(make_cfg, tmp_path):
     require("planetoid", "Cora", "raw")
     cfg = make_cfg("task.epochs=1")
-    run(cfg, tmp_path)
+    first = run(cfg, tmp_path)
     before = (tmp_path / "summary.json").read_bytes()
-    with pytest.raises(RunDirError, match="already holds a run"):
-        run(cfg, tmp_path)
+    assert run(cfg, tmp_path) == first
     assert (tmp_path / "summary.json").read_bytes() == before
+    run(make_cfg("task.epochs=2", "resume=false"), tmp_path)
+    kept = list(tmp_path.glob("replaced-*/summary.json"))
+    assert len(kept) == 1 and kept[0].read_bytes() == before
 
 
 def test_unusable_data_root_fails_with_summary(make_cfg, tmp_path):

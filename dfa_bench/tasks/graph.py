@@ -108,6 +108,12 @@ class NodeClassification:
             data.train_mask, data.val_mask, data.test_mask = stratified_5fold(data.y, cfg.seed)
         self.data = data.to(device)
 
+    def shard(self, rank: int, world: int) -> None:
+        """Several processes: each trains on every world-th labelled node (exact when shards are equal)."""
+        nodes = self.data.train_mask.nonzero().view(-1)[rank::world]
+        self.data.train_mask = torch.zeros_like(self.data.train_mask)
+        self.data.train_mask[nodes] = True
+
     def build_model(self) -> nn.Module:
         from dfa_bench.models.graph import build_graph_model
 

@@ -148,6 +148,10 @@ class LanguageModelling:
         self.variant = " ".join(parts)
         self.step_scheduler = self.epoch_scheduler = None
 
+    def shard(self, rank: int, world: int) -> None:
+        """Several processes: each trains on every world-th token stream."""
+        self.train = self.train[rank::world]
+
     def build_model(self) -> nn.Module:
         from dfa_bench.models.transformer import TransformerLM
 

@@ -67,6 +67,17 @@ class ClickThroughRate:
         self.grad_clip = cfg.model.get("grad_clip")
         self.batch_size = int(cfg.task.batch_size or self.settings.batch)
         self._gen = torch.Generator().manual_seed(int(cfg.seed) + 1)
+        self._shard = (0, 1)
+
+    def shard(self, rank: int, world: int) -> None:
+        """Several processes: each takes every world-th row of every batch."""
+        self._shard = (rank, world)
+
+    def state_dict(self) -> dict:
+        return {"generator": self._gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._gen.set_state(state["generator"])
 
     def build_model(self) -> nn.Module:
         from dfa_bench.models.recsys import build_ctr_model
@@ -88,7 +99,10 @@ class ClickThroughRate:
         order = self.train_idx[torch.randperm(len(self.train_idx), generator=self._gen).numpy()]
         if len(order) % self.batch_size == 1:  # BatchNorm cannot train on a batch of one
             order = order[:-1]
+        rank, world = self._shard
         for x, y in self._loader(order, self.batch_size):
+            if world > 1:
+                x, y = x[rank::world], y[rank::world]
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
