@@ -261,6 +261,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             runlog.log(final, step=progress.step, epoch=progress.epoch)
         if hasattr(task, "save_artifacts") and world.is_main:
             task.save_artifacts(out_dir)
+        if progress.alignment and world.is_main:
+            from dfa_bench.plots import plot_alignment
+
+            plot_alignment(out_dir / "metrics.jsonl", out_dir / "alignment.png",
+                           f"{cfg.task.name} {cfg.dataset.name} {cfg.model.name} {cfg.method.name} seed {cfg.seed}")
         summary["status"] = "completed"
     except Diverged as err:
         summary["status"] = "diverged"

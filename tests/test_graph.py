@@ -62,8 +62,9 @@ def test_each_model_and_method_runs(make_cfg, tmp_path, model, method):
         angles = [v for r in aligned for k, v in r.items() if k.startswith("align/param/")]
         assert angles and all(0.0 <= a <= 180.0 for a in angles)
         assert "align/point/hidden" in aligned[0]
+        assert (tmp_path / "alignment.png").stat().st_size > 10_000
     else:
-        assert not aligned
+        assert not aligned and not (tmp_path / "alignment.png").exists()
 
 
 def test_dna_model_runs(make_cfg, tmp_path):

@@ -51,3 +51,16 @@ def test_nerf_table_has_per_scene_and_group_means(tmp_path):
     assert "lego dfa psnr" in md and "20.00 (n=1)" in md
     assert "lego bp psnr (published)" in md and "32.54 [1]" in md
     assert "20.00 (1/8 scenes)" in md and "18.00 (1/8 scenes)" in md
+
+
+def test_alignment_table_from_dfa_runs(tmp_path):
+    from dfa_bench.tables import write_alignment_table
+
+    for seed, angle in enumerate([40.0, 44.0]):
+        write_json(tmp_path / f"r{seed}" / "summary.json", {
+            "task": "gcn", "dataset": "cora", "model": "gcn", "method": "dfa", "seed": seed, "status": "completed",
+            "finished": "x", "metrics": {"test_acc": 0.8},
+            "alignment": {"align/param/conv1.lin.weight": angle, "align/param/conv1.bias": 3.0}})
+    md = write_alignment_table(read_runs(tmp_path), tmp_path / "tables").read_text()
+    assert "| gcn    | cora      | gcn     | conv1.lin.weight | 42.0 ± 2.8    |   2 |" in md
+    assert "conv1.bias" not in md
