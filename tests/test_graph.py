@@ -113,3 +113,9 @@ def test_unusable_data_root_fails_with_summary(make_cfg, tmp_path):
     with pytest.raises(DataError, match="Cora: no raw files at .*data-root"):
         run(cfg, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_tsne_of_the_hidden_layer(make_cfg, tmp_path):
+    require("planetoid", "Cora", "raw")
+    run(make_cfg("method=dfa", "task.epochs=2", "task.tsne=true", "alignment.every=0"), tmp_path)
+    assert (tmp_path / "tsne.png").stat().st_size > 10_000
