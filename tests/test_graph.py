@@ -119,3 +119,10 @@ def test_tsne_of_the_hidden_layer(make_cfg, tmp_path):
     require("planetoid", "Cora", "raw")
     run(make_cfg("method=dfa", "task.epochs=2", "task.tsne=true", "alignment.every=0"), tmp_path)
     assert (tmp_path / "tsne.png").stat().st_size > 10_000
+
+
+def test_graph_autoencoder_learns_links_on_cora(make_cfg, tmp_path):
+    require("planetoid", "Cora", "raw")
+    summary = run(make_cfg("task=gae", "method=dfa", "task.epochs=60", "alignment.every=20"), tmp_path)
+    assert summary["metrics"]["test_auc"] > 0.75 and summary["metrics"]["test_ap"] > 0.7
+    assert "align/point/encoder.hidden" in summary["alignment"]

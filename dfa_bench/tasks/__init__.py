@@ -25,6 +25,7 @@ from dfa_bench.errors import ConfigError
 
 TASKS = {
     "gcn": "dfa_bench.tasks.graph:NodeClassification",
+    "gae": "dfa_bench.tasks.gae:LinkPrediction",
     "recsys": "dfa_bench.tasks.recsys:ClickThroughRate",
     "lm": "dfa_bench.tasks.lm:LanguageModelling",
     "nerf": "dfa_bench.tasks.nerf:ViewSynthesis",
@@ -56,9 +57,10 @@ def build_task(cfg, device):
     cls = task_class(cfg.task.name)
     for group in ("dataset", "model"):
         owner = cfg[group].get("task")
-        if owner != cfg.task.name:
+        owners = list(owner) if not isinstance(owner, str) and owner is not None else [owner]
+        if cfg.task.name not in owners:
             raise ConfigError(
-                f"{group} {cfg[group].name!r} belongs to task {owner!r}, not task {cfg.task.name!r}; "
+                f"{group} {cfg[group].name!r} belongs to task {' / '.join(map(str, owners))!r}, not task {cfg.task.name!r}; "
                 f"pick a {group} of task {cfg.task.name!r} (see `dfa-bench --help`)"
             )
     return cls(cfg, device)
