@@ -1,6 +1,8 @@
 """Atomic file writes: a reader (or a crash) never sees a half-written result or checkpoint."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -41,3 +43,17 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+@contextlib.contextmanager
+def build_lock(target: Path):
+    """Hold an exclusive lock while building a cache at `target`, so that the runs of a parallel sweep
+    do not build the same cache at once: the second waits, then finds the cache built."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

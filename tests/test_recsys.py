@@ -62,7 +62,7 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
     generate_criteo(path, 500, seed=2)
     cache = tmp_path / "cache"
     first = load_ctr("criteo", path, cache, progress=False)
-    folder = next((cache / "ctr").iterdir())
+    folder = _cache_dirs(cache)[0]
     stamp = (folder / "meta.json").stat().st_mtime_ns
     again = load_ctr("criteo", path, cache, progress=False)
     assert (folder / "meta.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
@@ -73,7 +73,7 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
         f.write(_line())
     changed = load_ctr("criteo", path, cache, progress=False)
     assert changed.meta["rows"] == 501
-    assert [p.name for p in (cache / "ctr").iterdir()] != [folder.name]  # a new cache, the old one removed
+    assert len(_cache_dirs(cache)) == 1 and _cache_dirs(cache)[0] != folder  # a new cache, the old one removed
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path):
@@ -81,10 +81,37 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     generate_criteo(path, 300, seed=3)
     cache = tmp_path / "cache"
     load_ctr("criteo", path, cache, progress=False)
-    folder = next((cache / "ctr").iterdir())
+    folder = _cache_dirs(cache)[0]
     (folder / "features.npy").write_bytes(b"garbage")
     data = load_ctr("criteo", path, cache, progress=False)
     assert data.features.shape == (300, 39)
+
+
+def _cache_dirs(cache):
+    return sorted(p for p in (cache / "ctr").iterdir() if p.is_dir())
+
+
+def _load_in_child(path, cache, queue):
+    data = load_ctr("criteo", path, cache, progress=False)
+    queue.put(int(np.asarray(data.features).sum()))
+
+
+def test_parallel_runs_build_the_cache_once(tmp_path):
+    import multiprocessing as mp
+
+    path = tmp_path / "train.txt"
+    generate_criteo(path, 20_000, seed=4)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_load_in_child, args=(path, tmp_path / "cache", queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    sums = [queue.get(timeout=5) for _ in procs]
+    assert sums[0] == sums[1]
+    assert len(_cache_dirs(tmp_path / "cache")) == 1
 
 
 def test_auc_matches_a_hand_computation():

@@ -242,18 +242,27 @@ def load_ctr(kind: str, source: Path, cache_root: Path, min_threshold: int = 10,
     target = Path(cache_root) / "ctr" / f"{source.name}-{_fingerprint(source, settings)}"
     data = _open_cache(target)
     if data is None:
-        for stale in target.parent.glob(f"{source.name}-*"):  # an older version of the same source
+        with files.build_lock(target):
+            data = _open_cache(target)  # another process may have built it meanwhile
+            if data is None:
+                data = _build(kind, source, target, min_threshold, progress)
+    return data
+
+
+def _build(kind: str, source: Path, target: Path, min_threshold: int, progress: bool) -> CTRData:
+    for stale in target.parent.glob(f"{source.name}-*"):  # an older version of the same source
+        if stale != target and stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
-        log.info("preprocessing %s into %s", source, target)
-        if kind == "criteo":
-            preprocess_criteo(source, target, min_threshold, progress)
-        elif kind == "movielens":
-            preprocess_movielens(source, target)
-        else:
-            raise DataError(f"unknown CTR dataset kind {kind!r}")
-        data = _open_cache(target)
-        if data is None:
-            raise DataError(f"the cache {target} could not be read back after preprocessing")
+    log.info("preprocessing %s into %s", source, target)
+    if kind == "criteo":
+        preprocess_criteo(source, target, min_threshold, progress)
+    elif kind == "movielens":
+        preprocess_movielens(source, target)
+    else:
+        raise DataError(f"unknown CTR dataset kind {kind!r}")
+    data = _open_cache(target)
+    if data is None:
+        raise DataError(f"the cache {target} could not be read back after preprocessing")
     return data
 
 

@@ -75,14 +75,31 @@ def load_corpus(folder: Path, cache_root: Path, vocab_size: int, max_train_chars
                       "vocab": vocab_size, "train_chars": max_train_chars, "eval_chars": max_eval_chars,
                       "version": CACHE_VERSION}, sort_keys=True)
     target = Path(cache_root) / "lm" / f"{folder.name}-bpe{vocab_size}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    cached = _open_tokens(target)
+    if cached is not None:
+        return cached
+    with files.build_lock(target):
+        cached = _open_tokens(target)  # another process may have built it meanwhile
+        if cached is not None:
+            return cached
+        _build_tokens(folder, target, vocab_size, max_train_chars, max_eval_chars)
+    return target / "tokenizer.json", {s: np.load(target / f"{s}.npy", mmap_mode="r") for s in SPLITS}
+
+
+def _open_tokens(target: Path) -> tuple[Path, dict[str, np.ndarray]] | None:
     try:
         ids = {s: np.load(target / f"{s}.npy", mmap_mode="r") for s in SPLITS}
         json.loads((target / "meta.json").read_text())
         return target / "tokenizer.json", ids
     except FileNotFoundError:
-        pass
+        return None
     except (OSError, ValueError, json.JSONDecodeError) as err:
         log.warning("the token cache %s is unreadable (%s); rebuilding it", target, err)
+        return None
+
+
+def _build_tokens(folder: Path, target: Path, vocab_size: int, max_train_chars: int | None,
+                  max_eval_chars: int | None) -> None:
     log.info("training a %d-token BPE on %s and encoding the splits into %s", vocab_size, folder, target)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -99,7 +116,6 @@ def load_corpus(folder: Path, cache_root: Path, vocab_size: int, max_train_chars
     files.write_json(tmp / "meta.json", {"tokens": counts, "vocab": tok.get_vocab_size(), "source": str(folder)})
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-    return target / "tokenizer.json", {s: np.load(target / f"{s}.npy", mmap_mode="r") for s in SPLITS}
 
 
 def streams(ids: np.ndarray, n: int) -> torch.Tensor:
