@@ -6,6 +6,7 @@ end (and on failure) with at least task, dataset, model, method, seed, metrics, 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -80,8 +81,10 @@ def _start_wandb(cfg: DictConfig, out_dir: Path):
 
     lg = cfg.logger
     name = f"{cfg.task.name}-{cfg.dataset.name}-{cfg.model.name}-{cfg.method.name}-seed{cfg.seed}"
+    run_id = hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:12]  # a resumed run continues it
     return wandb.init(
         project=lg.project, entity=lg.entity, group=lg.group, mode=lg.mode, dir=str(out_dir), name=name,
+        id=run_id, resume="allow",
         config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous",
         settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, silent=True),
     )

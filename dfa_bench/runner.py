@@ -146,7 +146,11 @@ def _previous(out_dir: Path) -> tuple[str, dict | None]:
 
 def _archive(out_dir: Path) -> Path:
     """Move a run's files out of the way (into <dir>/replaced-<time>/) before starting over."""
-    target = out_dir / f"replaced-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    target, n = out_dir / f"replaced-{stamp}", 1
+    while target.exists():
+        n += 1
+        target = out_dir / f"replaced-{stamp}-{n}"
     target.mkdir()
     for path in list(out_dir.iterdir()):
         if path.name.startswith("replaced-") or path.name == ".hydra" or path.suffix == ".log":
@@ -181,21 +185,25 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Train (or resume) the run described by `cfg` in `out_dir`; returns its summary."""
     out_dir = Path(out_dir)
     validate(cfg)
+    device = resolve_device(str(cfg.device))
+    world = World.from_env(device.type)
     state, old_summary = _previous(out_dir)
+    if state != "new" and cfg.resume:
+        differs = _config_difference(out_dir / "config.yaml", cfg)
+        if differs:
+            raise RunDirError(f"{out_dir} holds a run with another config ({', '.join(differs[:8])} differ): "
+                              "run it with its own config, start over with resume=false (the old files are "
+                              "kept), or choose another hydra.run.dir")
     if state == "finished" and cfg.resume:
         log.info("%s already holds a finished run (status %s): not trained again; resume=false starts over",
                  out_dir, old_summary.get("status"))
         return old_summary
     if state != "new" and (not cfg.resume or not (out_dir / "checkpoint.pt").exists()):
-        moved = _archive(out_dir)
-        log.info("starting over: the earlier run's files were moved to %s", moved)
+        if world.is_main:
+            moved = _archive(out_dir)
+            log.info("starting over: the earlier run's files were moved to %s", moved)
+        world.barrier()
         state = "new"
-    if state == "interrupted":
-        differs = _config_difference(out_dir / "config.yaml", cfg)
-        if differs:
-            raise RunDirError(f"{out_dir} holds an interrupted run with another config ({', '.join(differs[:8])} "
-                              "differ): resume it with the same config, start over with resume=false, or "
-                              "choose another hydra.run.dir")
 
     started = time.time()
     if cfg.threads:
@@ -205,8 +213,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     seed_everything(int(cfg.seed))
-    device = resolve_device(str(cfg.device))
-    world = World.from_env(device.type)
     if device.type == "cuda":
         if world.size > 1 and device.index is None:
             device = torch.device("cuda", world.local_rank)

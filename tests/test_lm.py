@@ -53,6 +53,9 @@ def test_bpe_cache_is_reused(tmp_path):
     from tokenizers import Tokenizer
 
     assert Tokenizer.from_file(str(tok)).encode("The").ids == Tokenizer.from_file(str(tok)).encode("the").ids
+    tok.write_text("{ not json")  # a corrupt cache is rebuilt
+    tok3, _ = load_corpus(folder, tmp_path, 300, max_train_chars=50_000, max_eval_chars=10_000)
+    assert Tokenizer.from_file(str(tok3)).get_vocab_size() == 300
 
 
 @pytest.mark.parametrize("method,placement", [("bp", "macro"), ("dfa", "macro"), ("dfa", "micro")])

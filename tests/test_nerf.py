@@ -61,6 +61,14 @@ def test_importance_sampling_follows_the_weights():
     assert inside > 0.95
 
 
+def test_skip_connection_feeds_the_input_to_the_layer_after_skip():
+    from dfa_bench.models.nerf import NeRFMLP
+
+    mlp = NeRFMLP(layers=8, width=256, skip=4)
+    assert [layer.in_features for layer in mlp.trunk] == [63, 256, 256, 256, 256, 319, 256, 256]
+    assert mlp(torch.zeros(5, 3), torch.ones(5, 3) / 3**0.5).shape == (5, 4)
+
+
 def test_positional_encoding_sizes():
     assert positional_encoding(torch.zeros(5, 3), 10).shape == (5, 63)
     assert positional_encoding(torch.zeros(5, 3), 4).shape == (5, 27)

@@ -37,6 +37,12 @@ def test_malformed_lines_are_counted_not_zeroed():
     assert "fields" in bad[0][1] and "integer" in bad[1][1] and "label" in bad[2][1]
 
 
+def test_carriage_return_inside_a_field_is_a_malformed_line_not_a_crash():
+    lines = [_line(), _line(cats=["ab\rcd"] + ["68fd1e64"] * 25), _line()]
+    labels, codes, bad = parse_criteo_chunk(lines)
+    assert len(labels) + len(bad) == 3 and len(labels) >= 2
+
+
 def test_mostly_malformed_file_stops(tmp_path):
     path = tmp_path / "train.txt"
     path.write_text("".join(["a\tb\n"] * 10 + [_line()] * 2))

@@ -79,6 +79,13 @@ def test_resume_with_another_config_is_refused(make_cfg, tmp_path):
         run(make_cfg(*GCN, "task.epochs=4", "model.settings.dfa.lr=0.5"), tmp_path)
 
 
+def test_finished_run_with_another_config_is_refused(make_cfg, tmp_path):
+    require("planetoid", "Cora", "raw")
+    run(make_cfg(*GCN, "task.epochs=2"), tmp_path)
+    with pytest.raises(Exception, match="another config .*task.epochs"):
+        run(make_cfg(*GCN, "task.epochs=3"), tmp_path)
+
+
 def test_corrupt_checkpoint_is_one_clear_message(make_cfg, tmp_path):
     require("planetoid", "Cora", "raw")
     run(make_cfg(*GCN, "task.epochs=2"), tmp_path)

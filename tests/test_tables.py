@@ -17,6 +17,8 @@ def test_mean_std_count_and_diverged(tmp_path):
     _summary(tmp_path / "dfa1", 1, "dfa", None, status="diverged")
     # the same configuration and seed run again later: the later one counts
     _summary(tmp_path / "bp0-again", 0, "bp", 0.90, finished="2026-02-01T00:00:00")
+    # a run moved aside by resume=false is not read
+    _summary(tmp_path / "bp3" / "replaced-2026-01-01_00-00-00", 3, "bp", 0.10)
     runs = read_runs(tmp_path)
     tidy = aggregate(runs, TABLES[0]).set_index("method")
     assert set(tidy["metric"]) == {"test_acc"}

@@ -79,7 +79,8 @@ def parse_criteo_chunk(lines: list[str], first_line: int = 1) -> tuple[np.ndarra
     if not good:
         return np.empty(0, np.float32), np.empty((0, CRITEO_FIELDS), np.int64), bad
     frame = pd.read_csv(io.StringIO("\n".join(line for _, line in good)), sep="\t", header=None, dtype=object,
-                        na_filter=False, quoting=3, names=range(CRITEO_FIELDS + 1), engine="c")
+                        na_filter=False, quoting=3, names=range(CRITEO_FIELDS + 1), engine="c",
+                        lineterminator="\n")
     numbers = np.array([n for n, _ in good])
     label = frame[0]
     ok = label.isin(["0", "1"]).to_numpy().copy()
@@ -239,7 +240,8 @@ def load_ctr(kind: str, source: Path, cache_root: Path, min_threshold: int = 10,
     if not source.is_file():
         raise DataError(f"{source} not found")
     settings = {"kind": kind, "min_threshold": min_threshold if kind == "criteo" else None}
-    target = Path(cache_root) / "ctr" / f"{source.name}-{_fingerprint(source, settings)}"
+    where = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:8]
+    target = Path(cache_root) / "ctr" / f"{source.name}-{where}-{_fingerprint(source, settings)}"
     data = _open_cache(target)
     if data is None:
         with files.build_lock(target):
@@ -250,8 +252,9 @@ def load_ctr(kind: str, source: Path, cache_root: Path, min_threshold: int = 10,
 
 
 def _build(kind: str, source: Path, target: Path, min_threshold: int, progress: bool) -> CTRData:
-    for stale in target.parent.glob(f"{source.name}-*"):  # an older version of the same source
-        if stale != target and stale.is_dir():
+    prefix = target.name.rsplit("-", 1)[0]  # <file name>-<hash of its path>: older versions of this source
+    for stale in target.parent.glob(f"{prefix}-*"):
+        if stale != target and stale.is_dir() and not stale.name.endswith(".tmp"):
             shutil.rmtree(stale, ignore_errors=True)
     log.info("preprocessing %s into %s", source, target)
     if kind == "criteo":

@@ -1,8 +1,8 @@
 """The NeRF MLP (Mildenhall et al. 2020) with a feedback point after every hidden layer.
 
 Positional encodings of 10 (position) and 4 (view direction) log-spaced frequencies, raw input included
-(63 and 27 values). A trunk of `layers` ReLU layers of `width` units, the input concatenated again after
-layer `skip`; density from the trunk; RGB from a feature layer and one (width/2) view-direction layer.
+(63 and 27 values). A trunk of `layers` ReLU layers of `width` units, the encoded input concatenated again to the
+output of layer `skip` (0-based, as the original code: layer skip+1 reads width + 63 values); density from the trunk; RGB from a feature layer and one (width/2) view-direction layer.
 Feedback points sit after every trunk layer, the feature layer and the view-direction layer, as in the
 paper's DFAFlexibleNeRFModel. The error point is the raw 4-vector (rgb, sigma) of every sample point, so
 e is the gradient of the photometric loss through the volume renderer.
@@ -34,7 +34,7 @@ class NeRFMLP(nn.Module):
         xyz_dim, dir_dim = 3 + 6 * xyz_frequencies, 3 + 6 * dir_frequencies
         self.trunk = nn.ModuleList()
         for i in range(layers):
-            in_dim = xyz_dim if i == 0 else width + (xyz_dim if skip is not None and i == skip else 0)
+            in_dim = xyz_dim if i == 0 else width + (xyz_dim if skip is not None and i == skip + 1 else 0)
             self.trunk.append(nn.Linear(in_dim, width))
         self.trunk_points = nn.ModuleList(FeedbackPoint() for _ in range(layers))
         self.sigma = nn.Linear(width, 1)
@@ -51,7 +51,7 @@ class NeRFMLP(nn.Module):
         d_enc = positional_encoding(viewdirs, self.dir_frequencies)
         h = x_enc
         for i, (layer, point) in enumerate(zip(self.trunk, self.trunk_points)):
-            if self.skip is not None and i == self.skip:
+            if self.skip is not None and i == self.skip + 1:  # the input again after layer `skip` (0-based)
                 h = torch.cat([x_enc, h], dim=-1)
             h = point(F.relu(layer(h)))
         sigma = self.sigma(h)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from dfa_bench import files
 from dfa_bench.errors import DataError
 from dfa_bench.tasks import method_settings
 
@@ -31,9 +32,6 @@ def load_planetoid(name: str, data_root: Path, cache_root: Path):
     Raw files are read from <data_root>/planetoid/<name>/raw (downloaded there when absent and online);
     PyG's processed tensors go to <cache_root>/planetoid/<name>/processed, never into the data root.
     """
-    from torch_geometric.datasets import Planetoid
-    import torch_geometric.transforms as T
-
     raw = Path(data_root) / "planetoid" / name / "raw"
     work = Path(cache_root) / "planetoid" / name
     expected = planetoid_raw_files(name)
@@ -51,11 +49,18 @@ def load_planetoid(name: str, data_root: Path, cache_root: Path):
         except OSError as err:
             raise DataError(f"{name}: no raw files at {raw} and it cannot be created for a download ({err})")
     work.mkdir(parents=True, exist_ok=True)
-    link = work / "raw"
-    if link.is_symlink() and link.resolve() != raw.resolve():
-        link.unlink()
-    if not link.exists():
-        os.symlink(raw.resolve(), link, target_is_directory=True)
+    with files.build_lock(work):  # parallel sweep jobs: one links and processes, the others wait
+        link = work / "raw"
+        if link.is_symlink() and link.resolve() != raw.resolve():
+            link.unlink()
+        if not link.exists():
+            os.symlink(raw.resolve(), link, target_is_directory=True)
+        return _load_processed(name, work, raw, expected)
+
+
+def _load_processed(name: str, work: Path, raw: Path, expected: list[str]):
+    from torch_geometric.datasets import Planetoid
+    import torch_geometric.transforms as T
 
     def build():
         return Planetoid(str(work.parent), name, transform=T.NormalizeFeatures())

@@ -88,12 +88,15 @@ def load_corpus(folder: Path, cache_root: Path, vocab_size: int, max_train_chars
 
 def _open_tokens(target: Path) -> tuple[Path, dict[str, np.ndarray]] | None:
     try:
+        from tokenizers import Tokenizer
+
         ids = {s: np.load(target / f"{s}.npy", mmap_mode="r") for s in SPLITS}
         json.loads((target / "meta.json").read_text())
+        Tokenizer.from_file(str(target / "tokenizer.json"))
         return target / "tokenizer.json", ids
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, json.JSONDecodeError) as err:
+    except Exception as err:  # noqa: BLE001 - any unreadable file means: rebuild
         log.warning("the token cache %s is unreadable (%s); rebuilding it", target, err)
         return None
 
