@@ -140,7 +140,8 @@ def wide(tidy: pd.DataFrame, refs: pd.DataFrame, spec: TableSpec) -> tuple[pd.Da
     def label(dataset: str, method: str, metric: str) -> str:
         if len(spec.metrics) == 1:
             return f"{dataset} {method}"
-        return f"{dataset} {method} {metric.removeprefix('test_') if metric.startswith('test_') else metric}"
+        all_test = all(m.startswith("test_") for m in spec.metrics)
+        return f"{dataset} {method} {metric.removeprefix('test_') if all_test else metric}"
 
     for dataset in [*datasets, *ref_only]:
         for method in methods if dataset in datasets else []:
