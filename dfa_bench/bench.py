@@ -7,7 +7,8 @@
 
 The methods' steps alternate (bp, dfa, shallow, bp, ...) after a warm-up, so that they share the
 machine's state; each step is timed with CUDA events on a GPU, perf_counter on the CPU. Reported: median
-ms per step, the DFA/BP and shallow/BP ratios of medians, steps per second and peak GPU memory. Each
+ms per step, the DFA/BP and shallow/BP ratios of medians, steps and items (tokens, samples, rays, nodes)
+per second, and peak GPU memory. Each
 method uses its own tuned settings (as a user's run would); alignment measurement is off.
 """
 from __future__ import annotations
@@ -92,12 +93,15 @@ def bench_case(name: str, overrides: list[str], steps: int, warmup: int) -> list
             if i >= warmup:
                 times[method_name].append(elapsed)
     bp = statistics.median(times["bp"])
+    task, batches = runs["bp"][0], runs["bp"][4]
+    count, unit = task.batch_items(batches[0]) if hasattr(task, "batch_items") else (None, "")
     rows = []
     for method_name in METHODS:
         ms = statistics.median(times[method_name])
         rows.append({
             "case": name, "method": method_name, "device": str(device), "median ms/step": round(ms, 3),
             "vs BP": round(ms / bp, 3), "steps/s": round(1000 / ms, 1),
+            "items/s": f"{count * 1000 / ms:,.0f} {unit}" if count else "",
             "peak GPU MiB": round(peak[method_name] / 2**20, 1) if device.type == "cuda" else None,
             "steps timed": steps,
         })

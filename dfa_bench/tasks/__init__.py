@@ -13,6 +13,7 @@ and optionally:
   selection_mode: "max" | "min"          (default "max")
   step_scheduler, epoch_scheduler        LR schedulers stepped after every step / with the selection metric
   variant: str                           what distinguishes the run in a table row (e.g. the optimizer)
+  batch_items(batch) -> (count, unit)    what one step processes (for throughput figures)
   save_artifacts(out_dir)                files a finished run keeps beside its checkpoint
   final_evaluation(model, out_dir)       metrics measured once at the end (e.g. NeRF's test renders)
   sample(cfg) (static)                   `mode=sample`: use a finished run's checkpoint

@@ -59,6 +59,9 @@ class LinkPrediction:
     def train_batches(self):
         yield self.train_data
 
+    def batch_items(self, batch) -> tuple[int, str]:
+        return int(batch.pos_edge_label_index.shape[1]), "edges"
+
     def loss(self, model: nn.Module, data) -> torch.Tensor:
         z = model.encode(data.x, data.edge_index)
         return model.recon_loss(z, data.pos_edge_label_index)

@@ -137,6 +137,9 @@ class NodeClassification:
     def train_batches(self):
         yield self.data
 
+    def batch_items(self, batch) -> tuple[int, str]:
+        return int(batch.train_mask.sum()), "labelled nodes"
+
     def loss(self, model: nn.Module, data) -> torch.Tensor:
         out = model(data.x, data.edge_index)
         return F.cross_entropy(out[data.train_mask], data.y[data.train_mask])

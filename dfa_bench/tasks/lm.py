@@ -200,6 +200,9 @@ class LanguageModelling:
             n = min(self.context, length - 1 - i)
             yield self.train[:, i : i + n], self.train[:, i + 1 : i + 1 + n]
 
+    def batch_items(self, batch) -> tuple[int, str]:
+        return int(batch[0].numel()), "tokens"
+
     def _logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return model(x)

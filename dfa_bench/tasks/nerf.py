@@ -176,6 +176,9 @@ class ViewSynthesis:
             o, d, viewdirs = self._prepare(views, o, d)
             yield o, d, viewdirs, self.train_images[img, ys, xs]
 
+    def batch_items(self, batch) -> tuple[int, str]:
+        return int(batch[0].shape[0]), "rays"
+
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         o, d, viewdirs, target = batch
         coarse, fine = self.render(model, o, d, viewdirs, training=True)

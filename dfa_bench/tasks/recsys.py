@@ -105,6 +105,9 @@ class ClickThroughRate:
                 x, y = x[rank::world], y[rank::world]
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
+    def batch_items(self, batch) -> tuple[int, str]:
+        return int(batch[0].shape[0]), "samples"
+
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
         return F.binary_cross_entropy_with_logits(model(x), y)
