@@ -48,8 +48,10 @@ sweep-lm: install
 
 # Table A.5 at CPU size: the tiny NeRF on lego (40x40) and fern (50x37), 2,000 iterations.
 sweep-nerf: install
-	$(BIN)/dfa-bench -m experiment=nerf_tiny scene=lego,fern dataset.downscale=20 method=bp,dfa,shallow \
+	$(BIN)/dfa-bench -m experiment=nerf_tiny scene=lego,fern dataset.downscale=20 method=bp,shallow \
 		task.iterations=2000 task.eval_every=500 hydra.sweep.dir=results/sweeps/tableA5-nerf-cpu
+	$(BIN)/dfa-bench -m experiment=nerf_tiny scene=lego,fern dataset.downscale=20 method=dfa \
+		task.iterations=2000 task.eval_every=500 hydra.sweep.dir=results/sweeps/tableA5-nerf-cpu-dfa
 
 tables: install
 	$(BIN)/dfa-bench-tables
