@@ -119,11 +119,13 @@ def training_step(method: Method, optimizer: torch.optim.Optimizer, compute_loss
     else:
         loss, angles = compute_loss(), {}
         method.backward(loss)
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if world is not None:
-        world.average_gradients(params)
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    averaging = world is not None and world.size > 1
+    if averaging or grad_clip:  # the common step needs neither: no parameter list is built for it
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if averaging:
+            world.average_gradients(params)
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     return loss.detach(), angles
 
