@@ -11,6 +11,13 @@
   between the last feedback point and it) learn from their true gradient.
 - `Shallow`: the paper's shallow baseline. Feedback points cut the graph and nothing is injected, so only
   the layers above the last feedback point learn; hidden blocks keep their random initialization.
+- `DRTP`: Direct Random Target Projection (Frenkel et al. 2021): DFA's wiring, but what is projected is
+  the one-hot target, not the error.
+- `RandomFeedback`: a control. DFA's wiring, but the feedback carries no usable information, either
+  through a matrix drawn afresh at every step (`control: redraw`) or by projecting noise of the error's
+  size instead of the error (`control: noise`). It should learn no more than `shallow`.
+- `FA` (feedback alignment, `dfa_bench.fa`): backprop in which every linear layer sends its gradient down
+  through a fixed random matrix instead of its transposed weights.
 
 Methods know nothing of tasks: they see marks (`dfa_bench.marks`) and a loss.
 """
@@ -176,7 +183,77 @@ class DFA(Method):
         self.projection.load_state_dict(state["projection"])
 
 
-METHODS: dict[str, type[Method]] = {"bp": BP, "dfa": DFA, "shallow": Shallow}
+class DRTP(DFA):
+    """Direct Random Target Projection: feedback point i receives B_i (-t) / rows, t the one-hot target.
+
+    The method sees no labels; it recovers the target from the error at the error point, which must be the
+    gradient of a mean cross-entropy with respect to the logits: e = (p - t) / rows with p in (0, 1), so
+    t_c = 1 exactly where e_c < 0 (softmax: one negative entry per row, rows summing to 0; one sigmoid
+    logit: the sign of e, and the target is taken as +1 / -1). Rows whose error is zero (samples outside
+    the loss, such as unlabelled graph nodes) receive nothing. Any other error point is refused.
+    """
+
+    name = "drtp"
+
+    def signals(self, key: str, e: torch.Tensor, names: list[str], h_meta) -> list[torch.Tensor]:
+        return super().signals(key, target_from_error(key, e), names, h_meta)
+
+
+def target_from_error(key: str, e: torch.Tensor) -> torch.Tensor:
+    """-t / rows from e = dL/dlogits of a mean cross-entropy (see `DRTP`), in e's shape."""
+    error = e.reshape(-1, 1) if e.dim() == 1 else e.reshape(-1, e.shape[-1])
+    rows = error.shape[0]
+    negative = error < 0
+    if error.shape[1] == 1:
+        target = torch.where(negative, 1.0, torch.where(error > 0, -1.0, 0.0))
+    else:
+        scale = error.abs().amax().clamp_min(torch.finfo(error.dtype).tiny)
+        if (negative.sum(1) > 1).any() or (error.sum(1).abs() > 1e-3 * scale).any():
+            raise ValueError(
+                f"method=drtp needs the error point {key!r} to sit on the logits of a cross-entropy loss (it "
+                "recovers the one-hot target from e = softmax - target); this error is not of that form. See the "
+                "README's table of which tasks each method supports"
+            )
+        target = negative.to(error.dtype)
+    return (-target / rows).to(e.dtype).reshape(e.shape)
+
+
+class RandomFeedback(DFA):
+    """Control: feedback with DFA's wiring and scale but no usable information (see the module docstring).
+
+    `redraw`: B is drawn afresh (same distribution and scaling as DFA's) at every step, so B e carries the
+    error, but in a direction no layer can align with. `noise`: DFA's fixed B projects Gaussian noise with
+    the norm of each row of the error instead of the error.
+    """
+
+    name = "random_feedback"
+
+    def __init__(self, control: str = "redraw", seed: int = 0, **feedback: Any) -> None:
+        if control not in ("redraw", "noise"):
+            raise ValueError(f"random_feedback control must be 'redraw' or 'noise', got {control!r}")
+        self.control, self.feedback_kwargs = control, feedback
+        self.generator = torch.Generator().manual_seed(seed * 7919 + 17)
+        super().__init__(FeedbackMatrices(seed=seed, **feedback))
+
+    def signals(self, key: str, e: torch.Tensor, names: list[str], h_meta) -> list[torch.Tensor]:
+        if self.control == "redraw":
+            seed = int(torch.randint(0, 2**40, (1,), generator=self.generator))
+            self.projection = FeedbackMatrices(seed=seed, **self.feedback_kwargs)
+            return super().signals(key, e, names, h_meta)
+        error = e.reshape(-1, e.shape[-1]) if e.dim() > 1 else e.reshape(-1, 1)
+        noise = torch.randn(error.shape, generator=self.generator).to(error.device, error.dtype)
+        noise *= error.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        return super().signals(key, noise.reshape(e.shape), names, h_meta)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "control": self.control, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.generator.set_state(state["generator"])
+
+
+METHODS = ("bp", "dfa", "shallow", "fa", "drtp", "random_feedback")
 
 
 def build_method(cfg: Mapping[str, Any], seed: int) -> Method:
@@ -184,15 +261,18 @@ def build_method(cfg: Mapping[str, Any], seed: int) -> Method:
     name = cfg["name"]
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-    if name != "dfa":
-        return METHODS[name]()
     fb = cfg.get("feedback", {}) or {}
-    fb_seed = fb.get("seed")
-    return DFA(
-        FeedbackMatrices(
-            layout=fb.get("layout", "shared"),
-            distribution=fb.get("distribution", "uniform"),
-            normalize=fb.get("normalize", True),
-            seed=seed if fb_seed is None else int(fb_seed),
-        )
-    )
+    fb_seed = seed if fb.get("seed") is None else int(fb["seed"])
+    if name == "fa":
+        from dfa_bench.fa import FA  # fa.py builds on this module
+
+        return FA(distribution=fb.get("distribution", "uniform"), seed=fb_seed)
+    if name == "bp":
+        return BP()
+    if name == "shallow":
+        return Shallow()
+    drawing = dict(layout=fb.get("layout", "shared"), distribution=fb.get("distribution", "uniform"),
+                   normalize=fb.get("normalize", True))
+    if name == "random_feedback":
+        return RandomFeedback(control=cfg.get("control", "redraw"), seed=fb_seed, **drawing)
+    return (DFA if name == "dfa" else DRTP)(FeedbackMatrices(seed=fb_seed, **drawing))

@@ -1,0 +1,159 @@
+"""FA, DRTP and the random-feedback control, against formulas computed independently here."""
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dfa_bench.fa import FA
+from dfa_bench.marks import ErrorPoint, FeedbackPoint
+from dfa_bench.methods import BP, DFA, DRTP, RandomFeedback, build_method
+from dfa_bench.feedback import FeedbackMatrices
+from dfa_bench.runner import run
+
+from tests.conftest import require
+
+
+class TwoLayer(nn.Module):
+    """x -> W1 -> tanh -> [fp] -> W2 -> [error]."""
+
+    def __init__(self, n_in=5, hidden=7, n_out=3):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(n_in, hidden), nn.Linear(hidden, n_out)
+        self.fp, self.out = FeedbackPoint(), ErrorPoint()
+
+    def forward(self, x):
+        return self.out(self.l2(self.fp(torch.tanh(self.l1(x)))))
+
+
+def _data(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 5, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _forward_by_hand(model, x, y):
+    with torch.no_grad():
+        h = torch.tanh(model.l1(x))
+        logits = model.l2(h)
+        e = (torch.softmax(logits, 1) - F.one_hot(y, 3).float()) / len(y)
+    return h, e
+
+
+def test_fa_on_a_two_layer_mlp_equals_the_formula():
+    torch.manual_seed(0)
+    model = TwoLayer()
+    method = FA(seed=4).attach(model)
+    x, y = _data()
+    method.backward(F.cross_entropy(model(x), y))
+    h, e = _forward_by_hand(model, x, y)
+    b2 = method.matrices["l2"]
+    assert b2.shape == model.l2.weight.shape and not torch.allclose(b2, model.l2.weight)
+    delta = (e @ b2) * (1 - h**2)  # the error sent down through B2, not W2
+    torch.testing.assert_close(model.l2.weight.grad, e.T @ h)
+    torch.testing.assert_close(model.l2.bias.grad, e.sum(0))
+    torch.testing.assert_close(model.l1.weight.grad, delta.T @ x)
+    torch.testing.assert_close(model.l1.bias.grad, delta.sum(0))
+
+
+def test_fa_measured_step_trains_like_the_hot_path_and_measures_against_backprop():
+    x, y = _data()
+    torch.manual_seed(0)
+    hot, bp = TwoLayer(), TwoLayer()
+    bp.load_state_dict(hot.state_dict())
+    measured = TwoLayer()
+    measured.load_state_dict(hot.state_dict())
+    FA(seed=1).attach(hot).backward(F.cross_entropy(hot(x), y))
+    method = FA(seed=1).attach(measured)
+    _, angles = method.measured_step(lambda: F.cross_entropy(measured(x), y))
+    for a, b in zip(hot.parameters(), measured.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)
+    BP().attach(bp).backward(F.cross_entropy(bp(x), y))
+    g_fa, g_bp = measured.l1.weight.grad.flatten(), bp.l1.weight.grad.flatten()
+    expected = torch.rad2deg(torch.arccos(g_fa @ g_bp / (g_fa.norm() * g_bp.norm()))).item()
+    assert angles["align/param/l1.weight"] == pytest.approx(expected, abs=1e-3)
+    assert "align/param/l2.weight" not in angles  # the top layer's FA update is its true gradient
+    assert "align/point/fp" in angles
+
+
+def test_fa_matrices_survive_a_checkpoint():
+    model = TwoLayer()
+    a = FA(seed=2).attach(model)
+    b = FA(seed=9).attach(TwoLayer())
+    b.load_state_dict(a.state_dict())
+    for name in a.matrices:
+        torch.testing.assert_close(a.matrices[name], b.matrices[name])
+
+
+def test_drtp_projects_the_target_not_the_error():
+    x, y = _data()
+    grads = []
+    for top_seed in (0, 1):  # two different output layers: different errors, the same targets
+        torch.manual_seed(0)
+        model = TwoLayer()
+        torch.manual_seed(100 + top_seed)
+        nn.init.normal_(model.l2.weight)
+        method = DRTP(FeedbackMatrices(seed=5)).attach(model)
+        method.backward(F.cross_entropy(model(x), y))
+        h, e = _forward_by_hand(model, x, y)
+        b = method.projection.matrix_for("out", "fp")
+        delta = ((-F.one_hot(y, 3).float() / len(y)) @ b) * (1 - h**2)
+        torch.testing.assert_close(model.l1.weight.grad, delta.T @ x)
+        torch.testing.assert_close(model.l2.weight.grad, e.T @ h)  # the top layer keeps its true gradient
+        grads.append(model.l1.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])  # the first layer never saw the error
+
+
+def test_drtp_refuses_an_error_that_is_not_a_cross_entropy():
+    model = TwoLayer()
+    method = DRTP(FeedbackMatrices()).attach(model)
+    x, _ = _data()
+    loss = F.mse_loss(model(x), torch.randn(6, 3))
+    with pytest.raises(ValueError, match="cross-entropy"):
+        method.backward(loss)
+
+
+def test_drtp_binary_logit_takes_the_target_as_plus_or_minus_one():
+    model = TwoLayer(n_out=1)
+    method = DRTP(FeedbackMatrices(seed=0)).attach(model)
+    x, _ = _data()
+    t = torch.tensor([1.0, 0, 0, 1, 1, 0])
+    method.backward(F.binary_cross_entropy_with_logits(model(x).squeeze(1), t))
+    with torch.no_grad():
+        h = torch.tanh(model.l1(x))
+    b = method.projection.matrix_for("out", "fp")
+    delta = (-(2 * t - 1)[:, None] / 6 @ b) * (1 - h**2)
+    torch.testing.assert_close(model.l1.weight.grad, delta.T @ x)
+
+
+def test_random_feedback_carries_no_consistent_direction():
+    x, y = _data()
+    model = TwoLayer()
+    redraw = RandomFeedback("redraw", seed=0).attach(model)
+    e = torch.randn(6, 3)
+    meta = [(torch.Size([6, 7]), torch.float32)]
+    first = redraw.signals("out", e, ["fp"], meta)[0]
+    second = redraw.signals("out", e, ["fp"], meta)[0]
+    assert not torch.allclose(first, second)  # a new B at every step
+    noise = RandomFeedback("noise", seed=0).attach(TwoLayer())
+    dfa = DFA(FeedbackMatrices(seed=0)).attach(TwoLayer())
+    s_noise = noise.signals("out", e, ["fp"], meta)[0]
+    s_dfa = dfa.signals("out", e, ["fp"], meta)[0]
+    assert not torch.allclose(s_noise, s_dfa)
+    with pytest.raises(ValueError, match="redraw"):
+        RandomFeedback("sometimes")
+
+
+@pytest.mark.parametrize("name", ["fa", "drtp", "random_feedback"])
+def test_each_method_trains_gcn_on_cora_end_to_end(make_cfg, tmp_path, name):
+    require("planetoid", "Cora", "raw")
+    summary = run(make_cfg("task=gcn", f"method={name}", "task.epochs=30", "alignment.every=10"), tmp_path)
+    assert summary["status"] == "completed"
+    assert summary["metrics"]["test_acc"] > 1 / 7  # above chance on 7 classes
+    assert any(k.startswith("align/param/") for k in summary["alignment"])
+    assert (tmp_path / "alignment.png").exists()
+
+
+def test_build_method_knows_every_method():
+    for name in ("bp", "dfa", "shallow", "fa", "drtp", "random_feedback"):
+        assert build_method({"name": name}, 0).name == name
+    with pytest.raises(ValueError, match="choose one of"):
+        build_method({"name": "hebbian"}, 0)
