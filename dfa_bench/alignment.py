@@ -11,7 +11,10 @@ that one graph, with the same dropout masks and no copy of the model:
 Reported in degrees (0 = same direction, 90 = orthogonal, 180 = opposite):
 - `align/param/<name>`: angle between the DFA update and the BP gradient of each parameter below a
   feedback point (parameters above all of them get their true gradient and are not listed);
-- `align/point/<name>`: angle between B_i e and the true gradient at each feedback point.
+- `align/point/<name>`: angle between B_i e and the true gradient at each feedback point;
+- `align/sample_cos/<name>`: the same two signals compared sample by sample (row by row of the feedback
+  point's output): the mean cosine over the rows where both are non-zero. This is the companion paper's
+  measure (arXiv 1906.04554); the angle above weighs samples by the size of their gradient.
 """
 from __future__ import annotations
 
@@ -31,6 +34,17 @@ def angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
         return math.nan
     cos = torch.clamp(a @ b / (na * nb), -1.0, 1.0)
     return math.degrees(math.acos(cos.item()))
+
+
+def sample_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean cosine between matching rows (last dimension) of a and b, over rows where both are non-zero."""
+    a = a.detach().reshape(-1, a.shape[-1]).double()
+    b = b.detach().reshape(-1, b.shape[-1]).double()
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    rows = (na > 0) & (nb > 0)
+    if not rows.any():
+        return math.nan
+    return ((a[rows] * b[rows]).sum(1) / (na[rows] * nb[rows])).mean().item()
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
@@ -116,4 +130,5 @@ def measure_alignment(
             angles[f"align/param/{name}"] = angle_deg(dfa_update, _add(g_top, g_bp))
     for i in fed:
         angles[f"align/point/{cuts[i][0]}"] = angle_deg(dfa_at_h[i], true_at_h[i])
+        angles[f"align/sample_cos/{cuts[i][0]}"] = sample_cosine(dfa_at_h[i], true_at_h[i])
     return angles

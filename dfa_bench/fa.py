@@ -14,6 +14,7 @@ sent down has the size backprop's would have at initialisation. The matrices are
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfa_bench.alignment import angle_deg
+from dfa_bench.alignment import angle_deg, sample_cosine
 from dfa_bench.marks import FeedbackPoint
 from dfa_bench.feedback import _stable_hash
 from dfa_bench.methods import Method
+
+log = logging.getLogger("dfa_bench")
 
 
 def _is_linear(module: nn.Module) -> bool:
@@ -79,7 +82,7 @@ class FA(Method):
         super().attach(model)
         layers = [(name, m) for name, m in model.named_modules() if _is_linear(m)]
         if not layers:
-            raise ValueError("method=fa found no linear layer in the model")
+            log.warning("method=fa: the model has no linear layer, so FA trains it exactly as backprop")
         for name, layer in layers:
             self.matrices[name] = self._draw(name, layer.weight).to(layer.weight.device)
             layer.forward = self._forward_of(name, layer)  # an instance attribute: the class is untouched
@@ -138,6 +141,7 @@ class FA(Method):
         for (name, _), g_true, g in zip(points, true[len(named):], used[len(named):]):
             if g is not None and g_true is not None and not torch.equal(g, g_true):
                 angles[f"align/point/{name}"] = angle_deg(g, g_true)
+                angles[f"align/sample_cos/{name}"] = sample_cosine(g, g_true)
         return loss, angles
 
     # -- persistence ---------------------------------------------------------------------------

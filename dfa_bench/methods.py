@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from dfa_bench.alignment import measure_alignment
+from dfa_bench.errors import ConfigError
 from dfa_bench.feedback import CallableProjection, FeedbackMatrices
 from dfa_bench.marks import ErrorPoint, FeedbackPoint, marks_of
 
@@ -209,7 +210,7 @@ def target_from_error(key: str, e: torch.Tensor) -> torch.Tensor:
     else:
         scale = error.abs().amax().clamp_min(torch.finfo(error.dtype).tiny)
         if (negative.sum(1) > 1).any() or (error.sum(1).abs() > 1e-3 * scale).any():
-            raise ValueError(
+            raise ConfigError(
                 f"method=drtp needs the error point {key!r} to sit on the logits of a cross-entropy loss (it "
                 "recovers the one-hot target from e = softmax - target); this error is not of that form. See the "
                 "README's table of which tasks each method supports"
@@ -230,7 +231,7 @@ class RandomFeedback(DFA):
 
     def __init__(self, control: str = "redraw", seed: int = 0, **feedback: Any) -> None:
         if control not in ("redraw", "noise"):
-            raise ValueError(f"random_feedback control must be 'redraw' or 'noise', got {control!r}")
+            raise ConfigError(f"random_feedback control must be 'redraw' or 'noise', got {control!r}")
         self.control, self.feedback_kwargs = control, feedback
         self.generator = torch.Generator().manual_seed(seed * 7919 + 17)
         super().__init__(FeedbackMatrices(seed=seed, **feedback))
@@ -260,7 +261,7 @@ def build_method(cfg: Mapping[str, Any], seed: int) -> Method:
     """The method a run's config names (`method/<name>.yaml`)."""
     name = cfg["name"]
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+        raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     fb = cfg.get("feedback", {}) or {}
     fb_seed = seed if fb.get("seed") is None else int(fb["seed"])
     if name == "fa":

@@ -179,3 +179,14 @@ def test_user_matrices_and_callable_projection():
     assert calls == [[7, 6]]
     for name, grad in _grads(model).items():
         torch.testing.assert_close(grad, by_matrices[name])
+
+
+def test_sample_cosine_on_known_vectors():
+    from dfa_bench.alignment import sample_cosine
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [3.0, 3.0]])
+    b = torch.tensor([[2.0, 0.0], [1.0, 0.0], [5.0, 5.0], [-1.0, -1.0]])
+    # rows: cos 1, cos 0, skipped (a is zero), cos -1
+    assert sample_cosine(a, b) == pytest.approx(0.0)
+    assert sample_cosine(a[:2], b[:2]) == pytest.approx(0.5)
+    assert math.isnan(sample_cosine(torch.zeros(2, 2), b[:2]))

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dfa_bench.errors import ConfigError
 from dfa_bench.fa import FA
 from dfa_bench.marks import ErrorPoint, FeedbackPoint
 from dfa_bench.methods import BP, DFA, DRTP, RandomFeedback, build_method
@@ -107,7 +108,7 @@ def test_drtp_refuses_an_error_that_is_not_a_cross_entropy():
     method = DRTP(FeedbackMatrices()).attach(model)
     x, _ = _data()
     loss = F.mse_loss(model(x), torch.randn(6, 3))
-    with pytest.raises(ValueError, match="cross-entropy"):
+    with pytest.raises(ConfigError, match="cross-entropy"):
         method.backward(loss)
 
 
@@ -138,7 +139,7 @@ def test_random_feedback_carries_no_consistent_direction():
     s_noise = noise.signals("out", e, ["fp"], meta)[0]
     s_dfa = dfa.signals("out", e, ["fp"], meta)[0]
     assert not torch.allclose(s_noise, s_dfa)
-    with pytest.raises(ValueError, match="redraw"):
+    with pytest.raises(ConfigError, match="redraw"):
         RandomFeedback("sometimes")
 
 
@@ -155,5 +156,5 @@ def test_each_method_trains_gcn_on_cora_end_to_end(make_cfg, tmp_path, name):
 def test_build_method_knows_every_method():
     for name in ("bp", "dfa", "shallow", "fa", "drtp", "random_feedback"):
         assert build_method({"name": name}, 0).name == name
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ConfigError, match="choose one of"):
         build_method({"name": "hebbian"}, 0)

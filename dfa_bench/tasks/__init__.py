@@ -30,6 +30,7 @@ TASKS = {
     "recsys": "dfa_bench.tasks.recsys:ClickThroughRate",
     "lm": "dfa_bench.tasks.lm:LanguageModelling",
     "nerf": "dfa_bench.tasks.nerf:ViewSynthesis",
+    "image": "dfa_bench.tasks.image:ImageClassification",
 }
 
 

@@ -1,0 +1,170 @@
+"""Figures over many runs, written to results/figures/ by `dfa-bench-tables`.
+
+- `alignment-<task>-<dataset>-<model>-<method>.png`: the angle between each feedback point's signal and
+  its true gradient over training, mean over seeds (shaded: min to max), for every method that measures
+  alignment (dfa, fa, drtp, random_feedback). The companion paper's per-layer alignment curves.
+- `bottleneck-<dataset>-<mode>.png`: the bottleneck study (`experiment=bottleneck*`): per-sample cosine
+  between the DFA signal and the true gradient at each hidden layer, and test accuracy, against the width
+  of the narrow layer, beside the companion paper's published CIFAR-10 values (`published_bottleneck.csv`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+FEEDBACK_METHODS = ("dfa", "fa", "drtp", "random_feedback")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _alignment_series(run_dir: Path) -> pd.DataFrame:
+    """Step x align/point/* angles of one run (empty if it logged none)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return pd.DataFrame()
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        points = {k.removeprefix("align/point/"): v for k, v in r.items() if k.startswith("align/point/")}
+        if points:
+            rows.append({"step": r["step"], **points})
+    return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
+
+
+def alignment_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """One figure per (task, dataset, model, method) of the feedback methods: angles over training."""
+    if runs.empty:
+        return []
+    done = runs[runs["method"].isin(FEEDBACK_METHODS) & (runs["status"] == "completed")]
+    written = []
+    for (task, dataset, model, method), g in done.groupby(["task", "dataset", "model", "method"]):
+        series = [s for s in (_alignment_series(Path(p)) for p in g["path"]) if not s.empty]
+        if not series:
+            continue
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        points = sorted({c for s in series for c in s.columns})
+        for point in points:
+            table = pd.concat([s[point] for s in series if point in s.columns], axis=1).sort_index()
+            steps = table.index.to_numpy()
+            ax.plot(steps, table.mean(axis=1), label=point, linewidth=1.3)
+            if table.shape[1] > 1:
+                ax.fill_between(steps, table.min(axis=1), table.max(axis=1), alpha=0.2)
+        ax.axhline(90, color="grey", linestyle=":", linewidth=1)
+        ax.set_ylim(0, 180 if method == "random_feedback" else 100)
+        ax.set_xlabel("step")
+        ax.set_ylabel("angle to the true gradient (degrees)")
+        ax.set_title(f"{task} {dataset} {model}, {method}: mean over {len(series)} seed(s)", fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        path = out / f"alignment-{task}-{dataset}-{_safe(model)}-{method}.png"
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def bottleneck_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Image-task DFA runs with a bottleneck: dataset, mode, size, cosines per point, accuracies."""
+    if runs.empty:
+        return pd.DataFrame()
+    sel = runs[(runs["task"] == "image") & (runs["method"] == "dfa") & (runs["status"] == "completed")]
+    rows = []
+    for _, r in sel.iterrows():
+        config = Path(r["path"]) / "config.yaml"
+        if not config.exists():
+            continue
+        bottleneck = OmegaConf.load(config).model.get("bottleneck") or {}
+        if bottleneck.get("size") is None:
+            continue
+        row = {"dataset": r["dataset"], "mode": bottleneck.get("mode", "mask"), "layer": bottleneck.get("layer"),
+               "size": int(bottleneck["size"]), "seed": r["seed"],
+               "train_acc": r.get("metric.last_train_acc"), "test_acc": r.get("metric.last_test_acc")}
+        row.update({k.removeprefix("align/sample_cos/"): r[k] for k in r.index
+                    if k.startswith("align/sample_cos/") and pd.notna(r[k])})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def published_bottleneck() -> pd.DataFrame:
+    with resources.files("dfa_bench").joinpath("published_bottleneck.csv").open() as f:
+        return pd.read_csv(f, comment="#")
+
+
+def bottleneck_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
+    table = bottleneck_runs(runs)
+    if table.empty:
+        return []
+    paper = published_bottleneck()
+    written = []
+    for (dataset, mode), g in table.groupby(["dataset", "mode"]):
+        g = g.groupby("size").mean(numeric_only=True).sort_index()
+        points = sorted(c for c in g.columns if c.startswith("points."))
+        plt = _pyplot()
+        fig, (ax, acc) = plt.subplots(1, 2, figsize=(11, 4))
+        for point in points:
+            i = int(point.split(".")[1])
+            label = f"hidden layer {i + 1}" + (" (the bottleneck)" if i == int(g["layer"].iloc[0]) else "")
+            ax.plot(g.index, g[point], marker="o", label=f"{label}, ours ({dataset})")
+        for i, column in enumerate(("cos_tanh1", "cos_tanh2", "cos_tanh3")):
+            ax.plot(paper["size"], paper[column], linestyle="--", color=f"C{i}", alpha=0.6,
+                    label=f"hidden layer {i + 1}, paper (CIFAR-10)")
+        ax.set_xscale("log")
+        ax.set_xlabel("bottleneck width b (units of the narrow layer)")
+        ax.set_ylabel("mean per-sample cosine, DFA signal vs true gradient")
+        ax.set_title(f"Alignment against bottleneck width ({mode})", fontsize=10)
+        ax.legend(fontsize=6.5, loc="best")
+        for column, style in (("train_acc", "-o"), ("test_acc", "-s")):
+            acc.plot(g.index, 100 * g[column], style, label=f"{column.replace('_acc', '')}, ours ({dataset})")
+            acc.plot(paper["size"], paper[column], "--", alpha=0.6, label=f"{column.replace('_acc', '')}, paper (CIFAR-10)")
+        acc.set_xscale("log")
+        acc.set_xlabel("bottleneck width b")
+        acc.set_ylabel("accuracy at the end of training (%)")
+        acc.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        path = out / f"bottleneck-{dataset}-{mode}.png"
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def bottleneck_table(runs: pd.DataFrame) -> str | None:
+    """Markdown: per dataset, mode and width, the cosines and accuracies (mean over seeds)."""
+    table = bottleneck_runs(runs)
+    if table.empty:
+        return None
+    cols = sorted(c for c in table.columns if c.startswith("points."))
+    g = table.groupby(["dataset", "mode", "size"])[[*cols, "train_acc", "test_acc"]].mean().reset_index()
+    g[["train_acc", "test_acc"]] = (100 * g[["train_acc", "test_acc"]]).round(1)
+    g[cols] = g[cols].astype(float).round(3)
+    g = g.rename(columns={c: f"cos layer {int(c.split('.')[1]) + 1}" for c in cols})
+    return g.to_markdown(index=False)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", str(text)).strip("_")
+
+
+def all_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
+    return alignment_figures(runs, out) + bottleneck_figures(runs, out)
+
+
+
