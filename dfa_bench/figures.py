@@ -6,6 +6,8 @@
 - `bottleneck-<dataset>-<mode>.png`: the bottleneck study (`experiment=bottleneck*`): per-sample cosine
   between the DFA signal and the true gradient at each hidden layer, and test accuracy, against the width
   of the narrow layer, beside the companion paper's published CIFAR-10 values (`published_bottleneck.csv`).
+- `tsne-<dataset>-<model>.png`: the t-SNE panels (`task.tsne=true`, the paper's Figure 2) of one seed per
+  method side by side.
 """
 from __future__ import annotations
 
@@ -159,12 +161,36 @@ def bottleneck_table(runs: pd.DataFrame) -> str | None:
     return g.to_markdown(index=False)
 
 
+def tsne_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Per (dataset, model): the tsne.png of the lowest seed of every method, side by side."""
+    if runs.empty:
+        return []
+    have = runs[(runs["status"] == "completed") & runs["path"].map(lambda p: (Path(p) / "tsne.png").exists())]
+    order = {m: i for i, m in enumerate(dict.fromkeys(("bp", "dfa", "shallow", *FEEDBACK_METHODS)))}
+    written = []
+    for (dataset, model), g in have.groupby(["dataset", "model"]):
+        g = g.sort_values("seed").drop_duplicates("method")
+        g = g.sort_values("method", key=lambda s: s.map(lambda m: order.get(m, 99)))
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, len(g), figsize=(4.5 * len(g), 4.6), squeeze=False)
+        for ax, (_, r) in zip(axes[0], g.iterrows()):
+            ax.imshow(plt.imread(Path(r["path"]) / "tsne.png"))
+            ax.set_axis_off()
+        fig.tight_layout()
+        path = out / f"tsne-{dataset}-{_safe(model)}.png"
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", str(text)).strip("_")
 
 
 def all_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
-    return alignment_figures(runs, out) + bottleneck_figures(runs, out)
+    return alignment_figures(runs, out) + bottleneck_figures(runs, out) + tsne_figures(runs, out)
 
 
 

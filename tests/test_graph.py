@@ -115,10 +115,15 @@ def test_unusable_data_root_fails_with_summary(make_cfg, tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
 
 
-def test_tsne_of_the_hidden_layer(make_cfg, tmp_path):
+def test_tsne_of_the_hidden_layer_per_method_and_side_by_side(make_cfg, tmp_path):
+    from dfa_bench.tables import main as tables_main
+
     require("planetoid", "Cora", "raw")
-    run(make_cfg("method=dfa", "task.epochs=2", "task.tsne=true", "alignment.every=0"), tmp_path)
-    assert (tmp_path / "tsne.png").stat().st_size > 10_000
+    for method in ("bp", "dfa"):
+        run(make_cfg(f"method={method}", "task.epochs=2", "task.tsne=true", "alignment.every=0"), tmp_path / method)
+        assert (tmp_path / method / "tsne.png").stat().st_size > 10_000
+    assert tables_main(["--results", str(tmp_path)]) == 0
+    assert (tmp_path / "figures" / "tsne-cora-gcn.png").stat().st_size > 20_000
 
 
 def test_graph_autoencoder_learns_links_on_cora(make_cfg, tmp_path):
