@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Data root: ../shared/data when it exists (this workplace), else ./data (downloads land there).
 export DFA_BENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: install run test sweep sweep-gae sweep-recsys sweep-lm sweep-nerf tables bench clean
+.PHONY: install run test sweep sweep-gae sweep-recsys sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,22 @@ test: install
 sweep: install
 	$(BIN)/dfa-bench -m dataset=cora,citeseer model=gcn,cheb,gat method=bp,dfa,shallow seed=0,1,2,3,4 \
 		hydra.sweep.dir=results/sweeps/table3-graph
+
+# FA, DRTP and the random-feedback control on Table 3's graphs and models, 5 seeds (90 runs).
+sweep-methods: install
+	$(BIN)/dfa-bench -m task=gcn dataset=cora,citeseer model=gcn,cheb,gat method=fa,drtp,random_feedback \
+		seed=0,1,2,3,4 hydra.sweep.dir=results/sweeps/table3-graph-methods
+
+# The companion paper's bottleneck study on scikit-learn's digits: 14 widths, simulated (mask) and real.
+sweep-bottleneck: install
+	$(BIN)/dfa-bench -m experiment=bottleneck_digits hydra.sweep.dir=results/sweeps/bottleneck-digits-mask
+	$(BIN)/dfa-bench -m experiment=bottleneck_digits model.bottleneck.mode=width \
+		hydra.sweep.dir=results/sweeps/bottleneck-digits-width
+
+# The paper's Figure 2: t-SNE of GCN's hidden layer on Cora under each method (seed 0).
+sweep-tsne: install
+	$(BIN)/dfa-bench -m task=gcn dataset=cora model=gcn method=bp,dfa,shallow,fa,drtp,random_feedback \
+		task.tsne=true hydra.sweep.dir=results/sweeps/figure2-tsne
 
 # Table 4: graph autoencoder on Cora and CiteSeer, 5 seeds.
 sweep-gae: install

@@ -4,12 +4,16 @@
     dfa-bench-bench --case cora-gcn --steps 200 --warmup 20
     dfa-bench-bench --case cora-gat -- device=cuda    # Hydra overrides after --
     dfa-bench-bench --criteo-rows 3000000             # Criteo preprocessing throughput and peak memory
+    dfa-bench-bench --case lm-tiny --methods bp,dfa,fa --profile 5   # also where the time goes
 
 The methods' steps alternate (bp, dfa, shallow, bp, ...) after a warm-up, so that they share the
 machine's state; each step is timed with CUDA events on a GPU, perf_counter on the CPU. Reported: median
 ms per step, the DFA/BP and shallow/BP ratios of medians, steps and items (tokens, samples, rays, nodes)
 per second, and peak GPU memory. Each
 method uses its own tuned settings (as a user's run would); alignment measurement is off.
+`--methods` picks the methods (default bp, dfa, shallow; the first is the reference of the ratios).
+`--profile N` also profiles N steps of each method with torch.profiler after the timing, and writes the
+operators that take the most time (self time, CPU and CUDA) to `<name>-profile.md`.
 """
 from __future__ import annotations
 
@@ -59,11 +63,13 @@ def _compose(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def bench_case(name: str, overrides: list[str], steps: int, warmup: int) -> list[dict]:
+def bench_case(name: str, overrides: list[str], steps: int, warmup: int, methods=METHODS,
+               profile: int = 0) -> tuple[list[dict], str]:
     cfg0 = _compose([*overrides, "method=bp"])
     device = resolve_device(str(cfg0.device))
+    precision = str(cfg0.task.get("precision", "fp32")) if device.type == "cuda" else "fp32"
     runs = {}
-    for method_name in METHODS:
+    for method_name in methods:
         cfg = _compose([*overrides, f"method={method_name}", "alignment.every=0"])
         seed_everything(int(cfg.seed))
         task = build_task(cfg, device)
@@ -72,8 +78,8 @@ def bench_case(name: str, overrides: list[str], steps: int, warmup: int) -> list
         optimizer = task.optimizer(model)
         batches = list(itertools.islice(task.train_batches(), warmup + steps))
         runs[method_name] = (task, model, method, optimizer, batches)
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
-    peak: dict[str, int] = {m: 0 for m in METHODS}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    peak: dict[str, int] = {m: 0 for m in methods}
     for i in range(warmup + steps):
         for method_name, (task, model, method, optimizer, batches) in runs.items():
             batch = batches[i % len(batches)]
@@ -92,20 +98,40 @@ def bench_case(name: str, overrides: list[str], steps: int, warmup: int) -> list
                 elapsed = (time.perf_counter() - t0) * 1000
             if i >= warmup:
                 times[method_name].append(elapsed)
-    bp = statistics.median(times["bp"])
-    task, batches = runs["bp"][0], runs["bp"][4]
+    reference = methods[0]
+    bp = statistics.median(times[reference])
+    task, batches = runs[reference][0], runs[reference][4]
     count, unit = task.batch_items(batches[0]) if hasattr(task, "batch_items") else (None, "")
     rows = []
-    for method_name in METHODS:
+    for method_name in methods:
         ms = statistics.median(times[method_name])
         rows.append({
-            "case": name, "method": method_name, "device": str(device), "median ms/step": round(ms, 3),
-            "vs BP": round(ms / bp, 3), "steps/s": round(1000 / ms, 1),
+            "case": name, "method": method_name, "device": str(device), "precision": precision,
+            "median ms/step": round(ms, 3), f"vs {reference}": round(ms / bp, 3), "steps/s": round(1000 / ms, 1),
             "items/s": f"{count * 1000 / ms:,.0f} {unit}" if count else "",
             "peak GPU MiB": round(peak[method_name] / 2**20, 1) if device.type == "cuda" else None,
             "steps timed": steps,
         })
-    return rows
+    return rows, (_profile(name, runs, device, profile) if profile else "")
+
+
+def _profile(name: str, runs: dict, device: torch.device, steps: int) -> str:
+    """The operators with the most self time over `steps` steps of each method (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sections = []
+    for method_name, (task, model, method, optimizer, batches) in runs.items():
+        with profile(activities=activities) as prof:
+            for i in range(steps):
+                batch = batches[i % len(batches)]
+                training_step(method, optimizer, lambda: task.loss(model, batch), measure=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        table = prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=50)
+        sections.append(f"### {name}, {method_name} ({steps} steps)\n\n```\n{table}\n```")
+    return "\n\n".join(sections)
 
 
 def bench_criteo_preprocessing(rows: int, work: Path) -> list[dict]:
@@ -152,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: all cases")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated methods to time, the first being the reference (default bp,dfa,shallow)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile N steps of each method and write <name>-profile.md")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--criteo-rows", type=int, default=0,
                         help="also time Criteo preprocessing on a generated file of this many lines")
@@ -159,12 +189,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the generated Criteo file is written (deleted afterwards)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every case (after --)")
     args = parser.parse_args(argv)
-    rows = []
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    from dfa_bench.methods import METHODS as KNOWN
+
+    unknown = [m for m in methods if m not in KNOWN]
+    if unknown or not methods:
+        print(f"dfa-bench-bench: unknown method(s) {unknown}; choose from {', '.join(KNOWN)}", file=sys.stderr)
+        return 2
+    rows, profiles = [], []
     cases = args.case if args.case is not None else ([] if args.criteo_rows else DEFAULT_CASES)
     for name in cases:
         print(f"timing {name} ...", file=sys.stderr)
         try:
-            rows += bench_case(name, [*CASES[name], *args.overrides], args.steps, args.warmup)
+            case_rows, profiled = bench_case(name, [*CASES[name], *args.overrides], args.steps, args.warmup,
+                                             methods, args.profile)
+            rows += case_rows
+            if profiled:
+                profiles.append(profiled)
         except UserError as err:
             print(f"dfa-bench-bench: {name}: {err}", file=sys.stderr)
             return 2
@@ -186,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{platform.node()}"
     files.write_text(args.out / f"{name}.md", text)
     files.write_text(args.out / f"{name}.csv", table.to_csv(index=False))
+    if profiles:
+        files.write_text(args.out / f"{name}-profile.md", f"# dfa-bench-bench profiles\n\nMachine: {machine()}\n\n"
+                         f"Date: {stamp}\n\n" + "\n\n".join(profiles) + "\n")
     return 0
 
 
