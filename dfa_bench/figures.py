@@ -52,7 +52,7 @@ def alignment_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
     """One figure per (task, dataset, model, method) of the feedback methods: angles over training."""
     if runs.empty:
         return []
-    done = runs[runs["method"].isin(FEEDBACK_METHODS) & (runs["status"] == "completed")]
+    done = runs[runs["method"].str.split(" ").str[0].isin(FEEDBACK_METHODS) & (runs["status"] == "completed")]
     written = []
     for (task, dataset, model, method), g in done.groupby(["task", "dataset", "model", "method"]):
         series = [s for s in (_alignment_series(Path(p)) for p in g["path"]) if not s.empty]
@@ -68,13 +68,13 @@ def alignment_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
             if table.shape[1] > 1:
                 ax.fill_between(steps, table.min(axis=1), table.max(axis=1), alpha=0.2)
         ax.axhline(90, color="grey", linestyle=":", linewidth=1)
-        ax.set_ylim(0, 180 if method == "random_feedback" else 100)
+        ax.set_ylim(0, 180 if method.startswith("random_feedback") else 100)
         ax.set_xlabel("step")
         ax.set_ylabel("angle to the true gradient (degrees)")
         ax.set_title(f"{task} {dataset} {model}, {method}: mean over {len(series)} seed(s)", fontsize=9)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
-        path = out / f"alignment-{task}-{dataset}-{_safe(model)}-{method}.png"
+        path = out / f"alignment-{task}-{dataset}-{_safe(model)}-{_safe(method)}.png"
         out.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
         plt.close(fig)

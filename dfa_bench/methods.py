@@ -233,6 +233,7 @@ class RandomFeedback(DFA):
         if control not in ("redraw", "noise"):
             raise ConfigError(f"random_feedback control must be 'redraw' or 'noise', got {control!r}")
         self.control, self.feedback_kwargs = control, feedback
+        self.variant = None if control == "redraw" else control  # tables: "random_feedback (noise)"
         self.generator = torch.Generator().manual_seed(seed * 7919 + 17)
         super().__init__(FeedbackMatrices(seed=seed, **feedback))
 

@@ -246,6 +246,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             summary["variant"] = task.variant
         model = task.build_model().to(device)
         method = build_method(cfg.method, int(cfg.seed)).attach(model)
+        if getattr(method, "variant", None):  # e.g. the random-feedback control's kind: its own table column
+            summary["method_variant"] = method.variant
         optimizer = task.optimizer(model)
         progress = Progress()
         if checkpoint is not None:

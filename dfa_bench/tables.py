@@ -82,6 +82,8 @@ def read_runs(results: Path) -> pd.DataFrame:
         row = {k: s.get(k) for k in ("task", "dataset", "model", "method", "seed", "status", "finished")}
         if s.get("variant"):  # e.g. the LM's placement and optimizer: one table row each
             row["model"] = f"{row['model']} ({s['variant']})"
+        if s.get("method_variant"):  # e.g. random_feedback (noise)
+            row["method"] = f"{row['method']} ({s['method_variant']})"
         row.update({f"metric.{k}": v for k, v in (s.get("metrics") or {}).items()})
         row.update({k: v for k, v in (s.get("alignment") or {}).items() if k.startswith("align/")})
         row["path"] = str(path.parent)
@@ -210,7 +212,7 @@ def write_table(spec: TableSpec, runs: pd.DataFrame, out: Path) -> Path | None:
 def write_alignment_table(runs: pd.DataFrame, out: Path) -> Path | None:
     """The angle between each method's updates and true gradients at the end of training, per layer."""
     cols = [c for c in runs.columns if c.startswith("align/param/") and c.endswith("weight")]
-    done = runs[runs["method"].isin(FEEDBACK_METHODS) & (runs["status"] == "completed")]
+    done = runs[runs["method"].str.split(" ").str[0].isin(FEEDBACK_METHODS) & (runs["status"] == "completed")]
     if not cols or done.empty:
         return None
     rows = []

@@ -158,3 +158,17 @@ def test_build_method_knows_every_method():
         assert build_method({"name": name}, 0).name == name
     with pytest.raises(ConfigError, match="choose one of"):
         build_method({"name": "hebbian"}, 0)
+
+
+def test_the_noise_control_is_its_own_table_column(make_cfg, tmp_path):
+    from dfa_bench.tables import main as tables_main
+
+    require("planetoid", "Cora", "raw")
+    for control in ("redraw", "noise"):
+        summary = run(make_cfg("task=gcn", "method=random_feedback", f"method.control={control}", "task.epochs=5"),
+                      tmp_path / control)
+        assert summary.get("method_variant") == (None if control == "redraw" else "noise")
+    assert tables_main(["--results", str(tmp_path)]) == 0
+    header = (tmp_path / "tables" / "graph.md").read_text()
+    assert "cora random_feedback (noise)" in header and "cora random_feedback " in header
+    assert (tmp_path / "figures" / "alignment-gcn-cora-gcn-random_feedback_noise.png").exists()
