@@ -29,6 +29,8 @@ sweep: install
 sweep-methods: install
 	$(BIN)/dfa-bench -m task=gcn dataset=cora,citeseer model=gcn,cheb,gat method=fa,drtp,random_feedback \
 		seed=0,1,2,3,4 hydra.sweep.dir=results/sweeps/table3-graph-methods
+	$(BIN)/dfa-bench -m task=gcn dataset=cora,citeseer model=gcn,cheb,gat method=random_feedback \
+		method.control=noise seed=0,1,2,3,4 hydra.sweep.dir=results/sweeps/table3-graph-control-noise
 
 # The companion paper's bottleneck study on scikit-learn's digits: 14 widths, simulated (mask) and real.
 sweep-bottleneck: install
