@@ -132,9 +132,10 @@ def bottleneck_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel("mean per-sample cosine, DFA signal vs true gradient")
         ax.set_title(f"Alignment against bottleneck width ({mode})", fontsize=10)
         ax.legend(fontsize=6.5, loc="best")
-        for column, style in (("train_acc", "-o"), ("test_acc", "-s")):
-            acc.plot(g.index, 100 * g[column], style, label=f"{column.replace('_acc', '')}, ours ({dataset})")
-            acc.plot(paper["size"], paper[column], "--", alpha=0.6, label=f"{column.replace('_acc', '')}, paper (CIFAR-10)")
+        for column, style, color in (("train_acc", "-o", "C0"), ("test_acc", "-s", "C2")):
+            acc.plot(g.index, 100 * g[column], style, color=color, label=f"{column.replace('_acc', '')}, ours ({dataset})")
+            acc.plot(paper["size"], paper[column], "--", color=color, alpha=0.6,
+                     label=f"{column.replace('_acc', '')}, paper (CIFAR-10)")
         acc.set_xscale("log")
         acc.set_xlabel("bottleneck width b")
         acc.set_ylabel("accuracy at the end of training (%)")
