@@ -68,7 +68,7 @@ def bench_case(name: str, overrides: list[str], steps: int, warmup: int, methods
     cfg0 = _compose([*overrides, "method=bp"])
     device = resolve_device(str(cfg0.device))
     precision = str(cfg0.task.get("precision", "fp32")) if device.type == "cuda" else "fp32"
-    runs = {}
+    runs, unsupported = {}, {}
     for method_name in methods:
         cfg = _compose([*overrides, f"method={method_name}", "alignment.every=0"])
         seed_everything(int(cfg.seed))
@@ -77,7 +77,15 @@ def bench_case(name: str, overrides: list[str], steps: int, warmup: int, methods
         method = build_method(cfg.method, int(cfg.seed)).attach(model)
         optimizer = task.optimizer(model)
         batches = list(itertools.islice(task.train_batches(), warmup + steps))
+        try:  # a method that cannot train this model (drtp without a classification error) is reported
+            training_step(method, optimizer, lambda: task.loss(model, batches[0]), measure=False)
+        except UserError as err:
+            unsupported[method_name] = str(err).split(";")[0]
+            continue
         runs[method_name] = (task, model, method, optimizer, batches)
+    if methods[0] not in runs:
+        raise UserError(f"the reference method {methods[0]} cannot run case {name}: {unsupported[methods[0]]}")
+    methods = [m for m in methods if m in runs]
     times: dict[str, list[float]] = {m: [] for m in methods}
     peak: dict[str, int] = {m: 0 for m in methods}
     for i in range(warmup + steps):
@@ -112,6 +120,8 @@ def bench_case(name: str, overrides: list[str], steps: int, warmup: int, methods
             "peak GPU MiB": round(peak[method_name] / 2**20, 1) if device.type == "cuda" else None,
             "steps timed": steps,
         })
+    rows += [{"case": name, "method": m, "device": str(device), "precision": precision, "note": f"not run: {why}"}
+             for m, why in unsupported.items()]
     return rows, (_profile(name, runs, device, profile) if profile else "")
 
 
@@ -211,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     sections = []
     if rows:
-        sections.append("## Training steps\n\n" + pd.DataFrame(rows).to_markdown(index=False))
+        sections.append("## Training steps\n\n" + pd.DataFrame(rows).astype(object).fillna("").to_markdown(index=False))
     prep = []
     if args.criteo_rows:
         print(f"generating and preprocessing {args.criteo_rows} Criteo-format lines ...", file=sys.stderr)

@@ -20,13 +20,15 @@ def test_bench_smoke(tmp_path, cli_env, monkeypatch):
 
 def test_bench_other_methods_and_profile(tmp_path, cli_env, monkeypatch):
     require("planetoid", "Cora", "raw")
+    require("nerf", "nerf_synthetic", "lego")
     for key in ("DFA_BENCH_DATA", "DFA_BENCH_CACHE"):
         monkeypatch.setenv(key, cli_env[key])
     out = tmp_path / "bench"
-    assert main(["--case", "cora-gcn", "--methods", "bp,fa,drtp", "--steps", "2", "--warmup", "1",
+    assert main(["--case", "cora-gcn", "--case", "nerf-tiny", "--methods", "bp,fa,drtp", "--steps", "2", "--warmup", "1",
                  "--profile", "1", "--out", str(out)]) == 0
     md = next(p for p in out.glob("*.md") if not p.name.endswith("-profile.md")).read_text()
     assert "| fa" in md and "| drtp" in md and "vs bp" in md
+    assert "not run: method=drtp needs" in md  # NeRF has no classification error: reported, not fatal
     profile = next(out.glob("*-profile.md")).read_text()
     assert "cora-gcn, fa" in profile and "Self CPU" in profile
     assert main(["--case", "cora-gcn", "--methods", "bp,hebbian", "--out", str(out)]) == 2
