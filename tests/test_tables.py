@@ -64,5 +64,5 @@ def test_alignment_table_from_dfa_runs(tmp_path):
             "finished": "x", "metrics": {"test_acc": 0.8},
             "alignment": {"align/param/conv1.lin.weight": angle, "align/param/conv1.bias": 3.0}})
     md = write_alignment_table(read_runs(tmp_path), tmp_path / "tables").read_text()
-    assert "| gcn    | cora      | gcn     | conv1.lin.weight | 42.0 ± 2.8    |   2 |" in md
+    assert "| gcn    | cora      | gcn     | dfa      | conv1.lin.weight | 42.0 ± 2.8    |   2 |" in md
     assert "conv1.bias" not in md
