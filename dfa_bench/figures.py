@@ -173,10 +173,13 @@ def tsne_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
         g = g.sort_values("seed").drop_duplicates("method")
         g = g.sort_values("method", key=lambda s: s.map(lambda m: order.get(m, 99)))
         plt = _pyplot()
-        fig, axes = plt.subplots(1, len(g), figsize=(4.5 * len(g), 4.6), squeeze=False)
-        for ax, (_, r) in zip(axes[0], g.iterrows()):
-            ax.imshow(plt.imread(Path(r["path"]) / "tsne.png"))
+        cols = min(3, len(g))
+        rows = -(-len(g) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 4.6 * rows), squeeze=False)
+        for ax in axes.flat:
             ax.set_axis_off()
+        for ax, (_, r) in zip(axes.flat, g.iterrows()):
+            ax.imshow(plt.imread(Path(r["path"]) / "tsne.png"))
         fig.tight_layout()
         path = out / f"tsne-{dataset}-{_safe(model)}.png"
         out.mkdir(parents=True, exist_ok=True)
