@@ -172,3 +172,14 @@ def test_the_noise_control_is_its_own_table_column(make_cfg, tmp_path):
     header = (tmp_path / "tables" / "graph.md").read_text()
     assert "cora random_feedback (noise)" in header and "cora random_feedback " in header
     assert (tmp_path / "figures" / "alignment-gcn-cora-gcn-random_feedback_noise.png").exists()
+
+
+def test_random_feedback_state_continues_the_same_draws():
+    e = torch.randn(6, 3)
+    meta = [(torch.Size([6, 7]), torch.float32)]
+    for control in ("redraw", "noise"):
+        a = RandomFeedback(control, seed=3).attach(TwoLayer())
+        a.signals("out", e, ["fp"], meta)
+        b = RandomFeedback(control, seed=99).attach(TwoLayer())
+        b.load_state_dict(a.state_dict())
+        torch.testing.assert_close(a.signals("out", e, ["fp"], meta)[0], b.signals("out", e, ["fp"], meta)[0])
