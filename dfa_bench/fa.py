@@ -25,6 +25,7 @@ from torch import nn
 
 from dfa_bench.alignment import angle_deg, sample_cosine
 from dfa_bench.marks import FeedbackPoint
+from dfa_bench.errors import ConfigError
 from dfa_bench.feedback import _stable_hash
 from dfa_bench.methods import Method
 
@@ -72,7 +73,7 @@ class FA(Method):
     def __init__(self, distribution: str = "uniform", seed: int = 0) -> None:
         super().__init__()
         if distribution not in ("uniform", "gaussian"):
-            raise ValueError(f"feedback distribution must be 'uniform' or 'gaussian', got {distribution!r}")
+            raise ConfigError(f"feedback distribution must be 'uniform' or 'gaussian', got {distribution!r}")
         self.distribution, self.seed = distribution, seed
         self.matrices: dict[str, torch.Tensor] = {}  # layer name -> B, on the layer's device
         self.exact = False  # True only while measuring the true gradient

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dfa_bench.errors import ConfigError
+
 
 @dataclass
 class _Layout:
@@ -47,9 +49,9 @@ class FeedbackMatrices:
         matrices: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         if layout not in ("shared", "independent"):
-            raise ValueError(f"feedback layout must be 'shared' or 'independent', got {layout!r}")
+            raise ConfigError(f"feedback layout must be 'shared' or 'independent', got {layout!r}")
         if distribution not in ("uniform", "gaussian"):
-            raise ValueError(f"feedback distribution must be 'uniform' or 'gaussian', got {distribution!r}")
+            raise ConfigError(f"feedback distribution must be 'uniform' or 'gaussian', got {distribution!r}")
         self.layout = layout
         self.distribution = distribution
         self.normalize = normalize

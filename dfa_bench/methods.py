@@ -185,13 +185,13 @@ class DFA(Method):
 
 
 class DRTP(DFA):
-    """Direct Random Target Projection: feedback point i receives B_i (-t) / rows, t the one-hot target.
+    """Direct Random Target Projection: feedback point i receives B_i (-t) / n, t the one-hot target.
 
     The method sees no labels; it recovers the target from the error at the error point, which must be the
-    gradient of a mean cross-entropy with respect to the logits: e = (p - t) / rows with p in (0, 1), so
-    t_c = 1 exactly where e_c < 0 (softmax: one negative entry per row, rows summing to 0; one sigmoid
-    logit: the sign of e, and the target is taken as +1 / -1). Rows whose error is zero (samples outside
-    the loss, such as unlabelled graph nodes) receive nothing. Any other error point is refused.
+    gradient of a mean cross-entropy with respect to the logits: e = (p - t) / n with p in (0, 1), so the
+    target class is where e is smallest (`target_from_error`). Rows whose error is zero (samples outside
+    the loss, such as unlabelled graph nodes) receive nothing, and n counts the others. An error with
+    several negative entries in a row (an embedding, a regression) is refused.
     """
 
     name = "drtp"
@@ -201,22 +201,32 @@ class DRTP(DFA):
 
 
 def target_from_error(key: str, e: torch.Tensor) -> torch.Tensor:
-    """-t / rows from e = dL/dlogits of a mean cross-entropy (see `DRTP`), in e's shape."""
-    error = e.reshape(-1, 1) if e.dim() == 1 else e.reshape(-1, e.shape[-1])
-    rows = error.shape[0]
-    negative = error < 0
+    """-t / n from e = dL/dlogits of a mean cross-entropy (see `DRTP`), in e's shape.
+
+    n is the number of rows in the loss (rows whose error is not zero), so that a loss over a subset of
+    the rows (graph nodes with labels) gets the scale of its own mean. With softmax, t is the entry where
+    e is smallest: the negative one, or, when p_t has rounded to 1, the only zero among positive entries.
+    A row whose smallest value is shared by several entries has no recoverable target and gets nothing.
+    A row with more than one negative entry cannot come from a cross-entropy: the run stops. A single
+    output column is taken to be a sigmoid cross-entropy (its target is +1 where e < 0, -1 where e > 0).
+    """
+    error = (e.reshape(-1, 1) if e.dim() == 1 else e.reshape(-1, e.shape[-1])).float()
+    in_loss = (error != 0).any(1)
+    n = in_loss.sum().clamp_min(1)
     if error.shape[1] == 1:
-        target = torch.where(negative, 1.0, torch.where(error > 0, -1.0, 0.0))
+        target = torch.sign(-error)
     else:
-        scale = error.abs().amax().clamp_min(torch.finfo(error.dtype).tiny)
-        if (negative.sum(1) > 1).any() or (error.sum(1).abs() > 1e-3 * scale).any():
+        if ((error < 0).sum(1) > 1).any():
             raise ConfigError(
                 f"method=drtp needs the error point {key!r} to sit on the logits of a cross-entropy loss (it "
-                "recovers the one-hot target from e = softmax - target); this error is not of that form. See the "
-                "README's table of which tasks each method supports"
+                "recovers the one-hot target from e = softmax - target); this error has rows with several negative "
+                "entries. See the README's table of which tasks each method supports"
             )
-        target = negative.to(error.dtype)
-    return (-target / rows).to(e.dtype).reshape(e.shape)
+        smallest = error.amin(1, keepdim=True)
+        at_min = error == smallest
+        clear = in_loss & (at_min.sum(1) == 1)
+        target = (at_min & clear[:, None]).float()
+    return (-target / n).to(e.dtype).reshape(e.shape)
 
 
 class RandomFeedback(DFA):

@@ -97,3 +97,25 @@ def test_image_task_end_to_end_with_bottleneck_and_figures(make_cfg, tmp_path):
     table = (results / "tables" / "bottleneck.md").read_text()
     assert "cos layer 2" in table and "| digits" in table
     assert "bottleneck mask    2" in (results / "tables" / "image.md").read_text()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("task.val_fraction=0", "val_fraction"), ("task.batch_size=100000", "batch_size"),
+    ("model.bottleneck.size=8", "bottleneck.layer"), ("method.feedback.distribution=cauchy", "distribution"),
+])
+def test_bad_image_settings_are_one_clear_message(make_cfg, tmp_path, override, message):
+    from dfa_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        run(make_cfg("task=image", "task.epochs=1", override), tmp_path)
+
+
+def test_a_corrupt_gzip_body_is_a_data_error(tmp_path):
+    from dfa_bench.data.images import _read_idx
+
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    payload = bytearray(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]) * 50))
+    payload[20:40] = b"\xff" * 20
+    path.write_bytes(bytes(payload))
+    with pytest.raises(DataError, match="t10k-labels"):
+        _read_idx(path)

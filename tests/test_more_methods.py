@@ -183,3 +183,32 @@ def test_random_feedback_state_continues_the_same_draws():
         b = RandomFeedback(control, seed=99).attach(TwoLayer())
         b.load_state_dict(a.state_dict())
         torch.testing.assert_close(a.signals("out", e, ["fp"], meta)[0], b.signals("out", e, ["fp"], meta)[0])
+
+
+def test_drtp_scales_by_the_rows_in_the_loss_and_keeps_saturated_rows():
+    from dfa_bench.methods import target_from_error
+
+    # Six rows, two outside the loss (zero error, as unlabelled graph nodes), one saturated (p_t == 1).
+    e = torch.tensor([[0.1, -0.3, 0.2], [0.0, 0.0, 0.0], [-0.5, 0.25, 0.25], [0.0, 0.0, 0.0],
+                      [1e-9, 0.0, 2e-9], [0.3, 0.3, -0.6]]) / 4
+    t = target_from_error("out", e)
+    expected = -torch.tensor([[0, 1, 0], [0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 1]]) / 4.0
+    torch.testing.assert_close(t, expected)
+
+
+def test_drtp_accepts_a_bfloat16_cross_entropy_error():
+    from dfa_bench.methods import target_from_error
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(64, 1000, generator=g) * 3).requires_grad_()
+    y = torch.randint(0, 1000, (64,), generator=g)
+    (e,) = torch.autograd.grad(F.cross_entropy(logits, y), logits)
+    t = target_from_error("error", e.bfloat16())
+    assert t.dtype == torch.bfloat16
+    torch.testing.assert_close(t.float(), -F.one_hot(y, 1000).float() / 64)
+
+
+def test_drtp_on_graph_nodes_learns_gcn(make_cfg, tmp_path):
+    require("planetoid", "Cora", "raw")
+    summary = run(make_cfg("task=gcn", "method=drtp", "task.epochs=100", "alignment.every=0"), tmp_path)
+    assert summary["metrics"]["test_acc"] > 0.6  # with the error's own scale (1/labelled nodes), not 1/all nodes

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import pickle
 import tarfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +93,7 @@ def _read_idx(path: Path) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path} is not a readable gzip file ({err}); delete it and download it again") from None
     magic = int.from_bytes(raw[:4], "big")
     dims = magic & 0xFF
@@ -163,7 +165,7 @@ def _download(url: str, target: Path, md5: str, what: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(url, timeout=60) as response:
             payload = response.read()
-    except OSError as err:
+    except (OSError, http.client.HTTPException) as err:
         raise DataError(f"{what}: {target} is missing and the download from {url} failed ({err}). "
                         f"Download it by hand into {target.parent}, or use dataset=digits, which needs no "
                         "download") from None

@@ -25,12 +25,21 @@ class ImageClassification:
         self.settings = method_settings(cfg)
         self.epochs, self.patience, self.grad_clip = int(cfg.task.epochs), None, None
         self.batch_size = int(cfg.task.batch_size)
-        self.data = load_images(cfg.dataset.name, Path(cfg.data_root), float(cfg.task.val_fraction))
+        val_fraction = float(cfg.task.val_fraction)
+        if not 0 < val_fraction < 1:
+            raise ConfigError(f"task.val_fraction={val_fraction}: expected a fraction strictly between 0 and 1")
+        b = cfg.model.get("bottleneck") or {}
+        if b.get("size") is not None and b.get("layer") is None:
+            raise ConfigError("model.bottleneck.size is set but model.bottleneck.layer is null: say which hidden "
+                              "layer (0-based) to narrow, e.g. model.bottleneck.layer=1")
+        self.data = load_images(cfg.dataset.name, Path(cfg.data_root), val_fraction)
+        if not 1 <= self.batch_size <= len(self.data.train_y):
+            raise ConfigError(f"task.batch_size={self.batch_size}: expected 1 to {len(self.data.train_y)}, the number "
+                              f"of training images of {cfg.dataset.name}")
         for split in ("train", "val", "test"):
             for kind in ("x", "y"):
                 setattr(self.data, f"{split}_{kind}", getattr(self.data, f"{split}_{kind}").to(device))
         self.generator = torch.Generator().manual_seed(int(cfg.seed))
-        b = cfg.model.get("bottleneck") or {}
         if b.get("size") is not None:  # one table row per width
             self.variant = f"bottleneck {b.get('mode', 'mask')} {int(b['size']):>4}"
 
