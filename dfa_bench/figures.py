@@ -19,16 +19,14 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from dfa_bench.plots import pyplot, save_figure
+
 FEEDBACK_METHODS = ("dfa", "fa", "drtp", "random_feedback")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def is_feedback_method(methods: pd.Series) -> pd.Series:
+    """Which table method labels (e.g. "random_feedback (noise)") name a method that measures alignment."""
+    return methods.str.split(" ").str[0].isin(FEEDBACK_METHODS)
 
 
 def _alignment_series(run_dir: Path) -> pd.DataFrame:
@@ -52,13 +50,13 @@ def alignment_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
     """One figure per (task, dataset, model, method) of the feedback methods: angles over training."""
     if runs.empty:
         return []
-    done = runs[runs["method"].str.split(" ").str[0].isin(FEEDBACK_METHODS) & (runs["status"] == "completed")]
+    done = runs[is_feedback_method(runs["method"]) & (runs["status"] == "completed")]
     written = []
     for (task, dataset, model, method), g in done.groupby(["task", "dataset", "model", "method"]):
         series = [s for s in (_alignment_series(Path(p)) for p in g["path"]) if not s.empty]
         if not series:
             continue
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6.5, 4))
         points = sorted({c for s in series for c in s.columns})
         for point in points:
@@ -73,12 +71,7 @@ def alignment_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel("angle to the true gradient (degrees)")
         ax.set_title(f"{task} {dataset} {model}, {method}: mean over {len(series)} seed(s)", fontsize=9)
         ax.legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        path = out / f"alignment-{task}-{dataset}-{_safe(model)}-{_safe(method)}.png"
-        out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out / f"alignment-{task}-{dataset}-{_safe(model)}-{_safe(method)}.png"))
     return written
 
 
@@ -118,7 +111,7 @@ def bottleneck_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
     for (dataset, mode), g in table.groupby(["dataset", "mode"]):
         g = g.groupby("size").mean(numeric_only=True).sort_index()
         points = sorted(c for c in g.columns if c.startswith("points."))
-        plt = _pyplot()
+        plt = pyplot()
         fig, (ax, acc) = plt.subplots(1, 2, figsize=(11, 4))
         for point in points:
             i = int(point.split(".")[1])
@@ -140,12 +133,7 @@ def bottleneck_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
         acc.set_xlabel("bottleneck width b")
         acc.set_ylabel("accuracy at the end of training (%)")
         acc.legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        path = out / f"bottleneck-{dataset}-{mode}.png"
-        out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out / f"bottleneck-{dataset}-{mode}.png"))
     return written
 
 
@@ -172,7 +160,7 @@ def tsne_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
     for (dataset, model), g in have.groupby(["dataset", "model"]):
         g = g.sort_values("seed").drop_duplicates("method")
         g = g.sort_values("method", key=lambda s: s.map(lambda m: order.get(m, 99)))
-        plt = _pyplot()
+        plt = pyplot()
         cols = min(3, len(g))
         rows = -(-len(g) // cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 4.6 * rows), squeeze=False)
@@ -180,12 +168,7 @@ def tsne_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
             ax.set_axis_off()
         for ax, (_, r) in zip(axes.flat, g.iterrows()):
             ax.imshow(plt.imread(Path(r["path"]) / "tsne.png"))
-        fig.tight_layout()
-        path = out / f"tsne-{dataset}-{_safe(model)}.png"
-        out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out / f"tsne-{dataset}-{_safe(model)}.png"))
     return written
 
 

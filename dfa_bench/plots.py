@@ -1,8 +1,28 @@
-"""Figures a run leaves beside its metrics: the alignment angles over training."""
+"""Figures a run leaves beside its metrics: the alignment angles over training; the shared figure helpers."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (runs and sweeps have no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
+    plt = pyplot()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_alignment(metrics_path: Path, out_path: Path, title: str = "") -> Path | None:
@@ -11,11 +31,7 @@ def plot_alignment(metrics_path: Path, out_path: Path, title: str = "") -> Path 
     rows = [r for r in rows if any(k.startswith("align/") for k in r)]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, kind, label in ((axes[0], "align/param/", "parameters (DFA update vs BP gradient)"),
                             (axes[1], "align/point/", "feedback points (B_i e vs true gradient)")):
@@ -32,8 +48,4 @@ def plot_alignment(metrics_path: Path, out_path: Path, title: str = "") -> Path 
     axes[0].set_ylabel("angle (degrees)")
     axes[0].set_ylim(0, 180)
     fig.suptitle(title or "alignment")
-    fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)

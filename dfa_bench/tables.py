@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfa_bench import files
-from dfa_bench.figures import FEEDBACK_METHODS, all_figures, bottleneck_table
+from dfa_bench.figures import all_figures, bottleneck_table, is_feedback_method
 
 METHOD_ORDER = ["bp", "dfa", "shallow", "fa", "drtp", "random_feedback"]
 
@@ -212,7 +212,7 @@ def write_table(spec: TableSpec, runs: pd.DataFrame, out: Path) -> Path | None:
 def write_alignment_table(runs: pd.DataFrame, out: Path) -> Path | None:
     """The angle between each method's updates and true gradients at the end of training, per layer."""
     cols = [c for c in runs.columns if c.startswith("align/param/") and c.endswith("weight")]
-    done = runs[runs["method"].str.split(" ").str[0].isin(FEEDBACK_METHODS) & (runs["status"] == "completed")]
+    done = runs[is_feedback_method(runs["method"]) & (runs["status"] == "completed")]
     if not cols or done.empty:
         return None
     rows = []

@@ -149,24 +149,20 @@ class NodeClassification:
         """With task.tsne=true: a t-SNE of the hidden node representation, coloured by class (tsne.png)."""
         if not self.cfg.task.get("tsne") or not hasattr(model, "embed"):
             return {}
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         from sklearn.manifold import TSNE
+
+        from dfa_bench.plots import pyplot, save_figure
 
         model.eval()
         hidden = model.embed(self.data.x, self.data.edge_index).cpu().numpy()
         model.train()
         xy = TSNE(n_components=2, perplexity=20, init="pca", random_state=int(self.cfg.seed)).fit_transform(hidden)
-        fig, ax = plt.subplots(figsize=(6, 6))
+        fig, ax = pyplot().subplots(figsize=(6, 6))
         ax.scatter(xy[:, 0], xy[:, 1], c=self.data.y.cpu().numpy(), cmap="tab10", s=4)
         ax.set_title(f"t-SNE of the hidden layer: {self.cfg.model.name} on {self.cfg.dataset.name}, "
                      f"{self.cfg.method.name}", fontsize=10)
         ax.set_xticks([]), ax.set_yticks([])
-        fig.tight_layout()
-        fig.savefig(Path(out_dir) / "tsne.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, Path(out_dir) / "tsne.png")
         return {}
 
     @torch.no_grad()
