@@ -33,6 +33,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from dfa_bench import files
+from dfa_bench.data import source_fingerprint
 from dfa_bench.errors import DataError
 
 log = logging.getLogger("dfa_bench")
@@ -143,10 +144,7 @@ def _index(codes: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
 
 
 def _fingerprint(source: Path, settings: dict) -> str:
-    st = source.stat()
-    key = json.dumps({"path": str(source.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                      "version": PREP_VERSION, **settings}, sort_keys=True)
-    return hashlib.sha1(key.encode()).hexdigest()[:16]
+    return source_fingerprint([source], version=PREP_VERSION, **settings)
 
 
 def preprocess_criteo(source: Path, target: Path, min_threshold: int = 10, progress: bool = True,

@@ -6,19 +6,18 @@
 - `cifar10`: the python batches (`cifar-10-batches-py/`) in <data_root>/cifar10/, normalised per channel
   with the paper code's mean and std.
 
-MNIST and CIFAR-10 are downloaded from their canonical addresses into the data root when absent and the
-machine is online; otherwise the error says what to put where. Every set is returned flattened to
+MNIST and CIFAR-10 are read from the data root when there; otherwise from <cache_root>/downloads/mnist/
+and <cache_root>/downloads/cifar10/, downloaded there from their canonical addresses (checked against
+their MD5) when absent and the machine is online. The data root is never written; a failed download
+leaves nothing behind and says what to put where. Every set is returned flattened to
 vectors as float32 tensors, with a fixed validation split carved from the training set (the same for
 every seed), so the test set is only used for reporting.
 """
 from __future__ import annotations
 
 import gzip
-import hashlib
-import http.client
 import pickle
 import tarfile
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfa_bench import files
+from dfa_bench.data import dataset_path, download_dir, fetch, staged
 from dfa_bench.errors import DataError
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist"  # the mirror torchvision reads (LeCun's site is often down)
@@ -56,14 +55,16 @@ class ImageSet:
         return self.train_x.shape[1]
 
 
-def load_images(name: str, data_root: Path, val_fraction: float = 0.1) -> ImageSet:
-    """The set `name` (digits | mnist | cifar10), flattened, with a fixed validation split."""
+def load_images(name: str, data_root: Path, val_fraction: float = 0.1, cache_root: Path | None = None) -> ImageSet:
+    """The set `name` (digits | mnist | cifar10), flattened, with a fixed validation split.
+
+    MNIST and CIFAR-10 need `cache_root` when they are absent from the data root (it holds downloads)."""
     if name == "digits":
         x, y, test_x, test_y = _digits()
     elif name == "mnist":
-        x, y, test_x, test_y = read_mnist(_fetch_mnist(Path(data_root) / "mnist"))
+        x, y, test_x, test_y = read_mnist(_fetch_mnist(data_root, cache_root))
     elif name == "cifar10":
-        x, y, test_x, test_y = read_cifar10(_fetch_cifar10(Path(data_root) / "cifar10"))
+        x, y, test_x, test_y = read_cifar10(_fetch_cifar10(data_root, cache_root))
     else:
         raise DataError(f"unknown image dataset {name!r}; choose digits, mnist or cifar10")
     n_val = int(round(len(x) * val_fraction))
@@ -106,18 +107,36 @@ def _read_idx(path: Path) -> np.ndarray:
     return body.reshape(shape)
 
 
-def read_mnist(folder: Path):
-    images = {split: _read_idx(folder / f"{split}-images-idx3-ubyte.gz") for split in ("train", "t10k")}
-    labels = {split: _read_idx(folder / f"{split}-labels-idx1-ubyte.gz") for split in ("train", "t10k")}
+def read_mnist(folder: Path | dict[str, Path]):
+    """The four idx files of `folder`, or of a {file name: path} mapping (files from several folders)."""
+    where = folder if isinstance(folder, dict) else {name: Path(folder) / name for name in MNIST_FILES}
+    images = {split: _read_idx(where[f"{split}-images-idx3-ubyte.gz"]) for split in ("train", "t10k")}
+    labels = {split: _read_idx(where[f"{split}-labels-idx1-ubyte.gz"]) for split in ("train", "t10k")}
     norm = lambda a: ((a.reshape(len(a), -1).astype(np.float32) / 255.0) - 0.1307) / 0.3081  # noqa: E731
     return norm(images["train"]), labels["train"].astype(np.int64), norm(images["t10k"]), labels["t10k"].astype(np.int64)
 
 
-def _fetch_mnist(folder: Path) -> Path:
-    missing = [f for f in MNIST_FILES if not (folder / f).is_file()]
-    for name in missing:
-        _download(f"{MNIST_URL}/{name}", folder / name, MNIST_FILES[name], "MNIST")
-    return folder
+def _fetch_mnist(data_root: Path, cache_root: Path | None) -> dict[str, Path]:
+    """Each idx file from <data_root>/mnist/, else from the download folder (downloaded there if absent)."""
+    own = dataset_path(data_root, "mnist")
+    where = {}
+    for name, md5 in MNIST_FILES.items():
+        if (own / name).is_file():
+            where[name] = own / name
+            continue
+        downloads = _downloads(cache_root, "mnist", own, name)
+        if not (downloads / name).is_file():
+            with staged(downloads / name) as part:
+                fetch(f"{MNIST_URL}/{name}", part, md5, what="MNIST",
+                      hint=f"put {', '.join(MNIST_FILES)} into {own} by hand, or use dataset=digits (no download)")
+        where[name] = downloads / name
+    return where
+
+
+def _downloads(cache_root: Path | None, name: str, own: Path, needed: str) -> Path:
+    if cache_root is None:
+        raise DataError(f"{own / needed} not found and no cache root to download into; put it there by hand")
+    return download_dir(cache_root, name)
 
 
 # -- CIFAR-10 ----------------------------------------------------------------------------------------
@@ -144,32 +163,46 @@ def read_cifar10(folder: Path):
     return np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), test_x, test_y
 
 
-def _fetch_cifar10(folder: Path) -> Path:
-    if (folder / "cifar-10-batches-py" / "test_batch").is_file():
-        return folder
-    archive = folder / "cifar-10-python.tar.gz"
-    if not archive.is_file():
-        _download(CIFAR10_URL, archive, CIFAR10_MD5, "CIFAR-10")
+CIFAR10_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def _fetch_cifar10(data_root: Path, cache_root: Path | None) -> Path:
+    """The folder holding cifar-10-batches-py/: in the data root, else in the download folder, where the
+    archive is downloaded and extracted (both staged: the batches appear only once all six are there)."""
+    own = dataset_path(data_root, "cifar10")
+    if (own / "cifar-10-batches-py" / "test_batch").is_file():
+        return own
+    downloads = _downloads(cache_root, "cifar10", own, "cifar-10-batches-py")
+    batches = downloads / "cifar-10-batches-py"
+    if (batches / "test_batch").is_file():
+        return downloads
+    hint = (f"put cifar-10-python.tar.gz ({CIFAR10_URL}), or the cifar-10-batches-py folder it holds, into {own} "
+            "by hand, or use dataset=digits (no download)")
+    archive = own / "cifar-10-python.tar.gz"  # an archive put in the data root is extracted into the cache
+    with staged(batches) as part:
+        part.mkdir()
+        source = archive if archive.is_file() else part / ".cifar-10-python.tar.gz"
+        if source != archive:
+            fetch(CIFAR10_URL, source, CIFAR10_MD5, what="CIFAR-10", hint=hint)
+        _extract_batches(source if source == archive else CIFAR10_URL, source, part)
+        if source != archive:
+            source.unlink()  # only the batches are kept
+    return downloads
+
+
+def _extract_batches(origin, archive: Path, part: Path) -> None:
+    """The six batch files of `archive` (from `origin`) into the existing folder `part`."""
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(folder, filter="data")
-    except (OSError, tarfile.TarError) as err:
-        raise DataError(f"{archive} could not be extracted ({err}); delete it and download it again") from None
-    return folder
-
-
-# -- downloading -------------------------------------------------------------------------------------
-def _download(url: str, target: Path, md5: str, what: str) -> None:
-    """Download `url` to `target` (atomically, checked against its MD5) or stop with what to do by hand."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=60) as response:
-            payload = response.read()
-    except (OSError, http.client.HTTPException) as err:
-        raise DataError(f"{what}: {target} is missing and the download from {url} failed ({err}). "
-                        f"Download it by hand into {target.parent}, or use dataset=digits, which needs no "
-                        "download") from None
-    digest = hashlib.md5(payload).hexdigest()
-    if digest != md5:
-        raise DataError(f"{what}: the file downloaded from {url} has MD5 {digest}, expected {md5}; not saved")
-    files.write_bytes(target, payload)
+            for member in tar.getmembers():
+                parts = Path(member.name).parts
+                if len(parts) == 2 and parts[0] == "cifar-10-batches-py" and member.isfile():
+                    with tar.extractfile(member) as f:
+                        (part / parts[1]).write_bytes(f.read())
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as err:
+        raise DataError(f"CIFAR-10: {origin} could not be extracted ({err}); replace it with a good copy of "
+                        f"{CIFAR10_URL}") from None
+    missing = [name for name in CIFAR10_BATCHES if not (part / name).is_file()]
+    if missing:
+        raise DataError(f"CIFAR-10: {origin} does not hold cifar-10-batches-py/{', '.join(missing)}; "
+                        "it is not the python version of CIFAR-10")

@@ -5,7 +5,8 @@ accuracy at the epoch of best validation accuracy (first such epoch), as the pap
 """
 from __future__ import annotations
 
-import os
+import hashlib
+import logging
 import shutil
 from pathlib import Path
 
@@ -15,11 +16,14 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dfa_bench import files
-from dfa_bench.errors import DataError
+from dfa_bench.data import dataset_path, download_dir, fetch, source_fingerprint, staged
+from dfa_bench.errors import ConfigError, DataError
 from dfa_bench.tasks import method_settings
 
 PLANETOID_FILES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data"
+GRAPH_CACHE_VERSION = 1
+log = logging.getLogger("dfa_bench")
 
 
 def planetoid_raw_files(name: str) -> list[str]:
@@ -27,66 +31,106 @@ def planetoid_raw_files(name: str) -> list[str]:
 
 
 def load_planetoid(name: str, data_root: Path, cache_root: Path):
-    """The Planetoid graph `name` with row-normalized features, public split.
+    """The Planetoid graph `name` with row-normalized features, public split, and its number of classes.
 
-    Raw files are read from <data_root>/planetoid/<name>/raw (downloaded there when absent and online);
-    PyG's processed tensors go to <cache_root>/planetoid/<name>/processed, never into the data root.
+    Raw files are read from <data_root>/planetoid/<name>/raw; when the data root has no such folder, from
+    <cache_root>/downloads/planetoid/<name>/raw, downloaded there when absent and online. The graph PyG
+    reads from them is cached as tensors in <cache_root>/planetoid/, keyed by the raw files' paths, sizes
+    and modification times: a changed raw file is read again. The data root is never written.
     """
-    raw = Path(data_root) / "planetoid" / name / "raw"
-    work = Path(cache_root) / "planetoid" / name
+    import torch_geometric
+    import torch_geometric.transforms as T
+    from torch_geometric.data import Data
+
+    raw = _planetoid_raw(name, data_root, cache_root)
+    sources = [raw / f for f in planetoid_raw_files(name)]
+    where = hashlib.sha1(str(raw.resolve()).encode()).hexdigest()[:8]
+    folder = Path(cache_root) / "planetoid"
+    key = source_fingerprint(sources, version=GRAPH_CACHE_VERSION, pyg=torch_geometric.__version__)
+    target = folder / f"{name}-{where}-{key}.pt"
+    tensors = _open_graph(target)
+    if tensors is None:
+        with files.build_lock(folder / f"{name}-{where}"):  # parallel sweep jobs: one builds, the others wait
+            tensors = _open_graph(target)
+            if tensors is None:
+                tensors = _build_graph(name, raw, target)
+    data = T.NormalizeFeatures()(Data(**tensors))
+    return data, int(data.y.max()) + 1
+
+
+def _planetoid_raw(name: str, data_root: Path, cache_root: Path) -> Path:
+    """The folder holding the eight raw files: the data root's, else the download folder's."""
+    own = dataset_path(data_root, "planetoid", name, "raw")
     expected = planetoid_raw_files(name)
-    if raw.is_dir():
-        missing = [f for f in expected if not (raw / f).is_file()]
+    if own.is_dir():
+        missing = [f for f in expected if not (own / f).is_file()]
         if missing:
             raise DataError(
-                f"{name}: {', '.join(missing)} missing from {raw}. Download "
+                f"{name}: {', '.join(missing)} missing from {own}. Download "
                 + ", ".join(f"{PLANETOID_URL}/{f}" for f in missing)
                 + " into that folder."
             )
-    else:
-        try:
-            raw.mkdir(parents=True)
-        except OSError as err:
-            raise DataError(f"{name}: no raw files at {raw} and it cannot be created for a download ({err})")
-    work.mkdir(parents=True, exist_ok=True)
-    with files.build_lock(work):  # parallel sweep jobs: one links and processes, the others wait
-        link = work / "raw"
-        if link.is_symlink() and link.resolve() != raw.resolve():
-            link.unlink()
-        if not link.exists():
-            os.symlink(raw.resolve(), link, target_is_directory=True)
-        return _load_processed(name, work, raw, expected)
+        return own
+    downloads = download_dir(cache_root, "planetoid", name, "raw")
+    if all((downloads / f).is_file() for f in expected):
+        return downloads
+    shutil.rmtree(downloads, ignore_errors=True)  # an incomplete download folder (made by hand): start over
+    hint = f"copy {', '.join(expected)} from {PLANETOID_URL} into {own} by hand"
+    with staged(downloads) as part:  # the folder appears once all eight files are there and readable
+        part.mkdir()
+        for f in expected:
+            fetch(f"{PLANETOID_URL}/{f}", part / f, what=name, hint=hint)
+        for f in expected:
+            _check_raw_file(name, part, f, shown=f"{PLANETOID_URL}/{f}")
+    return downloads
 
 
-def _load_processed(name: str, work: Path, raw: Path, expected: list[str]):
-    from torch_geometric.datasets import Planetoid
-    import torch_geometric.transforms as T
-
-    def build():
-        return Planetoid(str(work.parent), name, transform=T.NormalizeFeatures())
+def _check_raw_file(name: str, raw: Path, file: str, shown: str | None = None) -> None:
+    """Read one raw file as PyG does; a DataError naming it (or `shown`) when it is unreadable."""
+    from torch_geometric.io.planetoid import read_file
 
     try:
-        try:
-            dataset = build()
-        except (FileNotFoundError, OSError) as err:
-            if any(not (raw / f).is_file() for f in expected):  # the download failed
-                raise DataError(
-                    f"{name}: could not download the raw files into {raw} ({err}). Copy "
-                    f"{', '.join(expected)} from {PLANETOID_URL} there by hand."
-                ) from err
-            raise
-        except Exception:
-            # A corrupt processed cache is rebuilt once from the raw files.
-            shutil.rmtree(work / "processed", ignore_errors=True)
-            dataset = build()
-    except DataError:
-        raise
-    except Exception as err:
-        raise DataError(
-            f"{name}: could not read the raw files in {raw} ({type(err).__name__}: {err}). "
-            f"Check them against the checksums of their source ({PLANETOID_URL})."
-        ) from err
-    return dataset[0], dataset.num_classes
+        read_file(str(raw), name, file.split(".", 2)[2])
+    except Exception as err:  # noqa: BLE001 - pickle, numpy and scipy raise many kinds
+        raise DataError(f"{name}: could not read the raw files: {shown or raw / file} is corrupt or truncated "
+                        f"({type(err).__name__}: {err}); replace it with a good copy of {PLANETOID_URL}/{file}") from None
+
+
+def _build_graph(name: str, raw: Path, target: Path) -> dict:
+    from torch_geometric.io.planetoid import read_planetoid_data
+
+    for stale in target.parent.glob(f"{target.name.rsplit('-', 1)[0]}-*.pt"):  # older versions of these files
+        if stale != target:
+            stale.unlink(missing_ok=True)
+    log.info("reading the Planetoid graph %s from %s into %s", name, raw, target)
+    try:
+        data = read_planetoid_data(str(raw), name)
+    except Exception as err:  # noqa: BLE001
+        for f in planetoid_raw_files(name):
+            _check_raw_file(name, raw, f)  # names the unreadable file
+        raise DataError(f"{name}: could not read the raw files in {raw} ({type(err).__name__}: {err}). "
+                        f"Check them against their source ({PLANETOID_URL}).") from None
+    tensors = {key: data[key] for key in GRAPH_KEYS}
+    files.torch_save(target, tensors)
+    return tensors
+
+
+GRAPH_KEYS = ("x", "edge_index", "y", "train_mask", "val_mask", "test_mask")
+
+
+def _open_graph(target: Path) -> dict | None:
+    """The cached tensors, or None when absent or unreadable (a corrupt cache is rebuilt)."""
+    try:
+        tensors = torch.load(target, map_location="cpu", weights_only=True)
+        n = tensors["x"].shape[0]
+        if set(tensors) != set(GRAPH_KEYS) or any(len(tensors[k]) != n for k in GRAPH_KEYS if k != "edge_index"):
+            raise ValueError("unexpected tensors")
+        return tensors
+    except FileNotFoundError:
+        return None
+    except Exception as err:  # noqa: BLE001 - any unreadable cache means: rebuild
+        log.warning("the graph cache %s is unreadable (%s); rebuilding it", target, err)
+        return None
 
 
 def stratified_5fold(y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -103,14 +147,43 @@ def stratified_5fold(y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Te
     return tuple(masks)
 
 
+def random_split(num_nodes: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`random_<train>_<val>_<test>` (percentages, e.g. random_60_20_20, DFA-GNN's protocol): the nodes in a
+    random order drawn from the seed, the first train% for training, the next val% for validation, the rest
+    (test%) for testing. Not stratified by class."""
+    parts = split.split("_")
+    try:
+        if parts[0] != "random" or len(parts) != 4:
+            raise ValueError
+        train, val, test = (int(p) for p in parts[1:])
+        if train + val + test != 100 or min(train, val, test) <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"unknown split {split!r}: public, stratified_5fold or random_<train>_<val>_<test> "
+                          "in percent summing to 100 (e.g. random_60_20_20)") from None
+    order = torch.randperm(num_nodes, generator=torch.Generator().manual_seed(int(seed)))
+    n_train, n_val = round(num_nodes * train / 100), round(num_nodes * val / 100)
+    masks = []
+    for nodes in (order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]):
+        mask = torch.zeros(num_nodes, dtype=torch.bool)
+        mask[nodes] = True
+        masks.append(mask)
+    return tuple(masks)
+
+
 class NodeClassification:
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.cfg = cfg
         self.settings = method_settings(cfg)
         self.epochs, self.patience, self.grad_clip = int(cfg.task.epochs), None, None
         data, self.num_classes = load_planetoid(cfg.dataset.planetoid, Path(cfg.data_root), Path(cfg.cache_root))
-        if cfg.model.get("split") == "stratified_5fold":
+        split = cfg.task.get("split") or cfg.model.get("split") or "public"
+        if split == "stratified_5fold":
             data.train_mask, data.val_mask, data.test_mask = stratified_5fold(data.y, cfg.seed)
+        elif split != "public":
+            data.train_mask, data.val_mask, data.test_mask = random_split(data.num_nodes, split, cfg.seed)
+        if cfg.task.get("split"):  # a protocol of its own (e.g. DFA-GNN's): its own table row
+            self.variant = f"split {split}"
         self.data = data.to(device)
 
     def shard(self, rank: int, world: int) -> None:

@@ -32,7 +32,7 @@ class ImageClassification:
         if b.get("size") is not None and b.get("layer") is None:
             raise ConfigError("model.bottleneck.size is set but model.bottleneck.layer is null: say which hidden "
                               "layer (0-based) to narrow, e.g. model.bottleneck.layer=1")
-        self.data = load_images(cfg.dataset.name, Path(cfg.data_root), val_fraction)
+        self.data = load_images(cfg.dataset.name, Path(cfg.data_root), val_fraction, Path(cfg.cache_root))
         if not 1 <= self.batch_size <= len(self.data.train_y):
             raise ConfigError(f"task.batch_size={self.batch_size}: expected 1 to {len(self.data.train_y)}, the number "
                               f"of training images of {cfg.dataset.name}")

@@ -10,7 +10,6 @@ gradient-norm clipping and early stopping as the paper's code.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dfa_bench import files
+from dfa_bench.data import dataset_path, source_fingerprint
 from dfa_bench.errors import ConfigError, DataError
 from dfa_bench.tasks import method_settings
 
@@ -71,10 +71,9 @@ def load_corpus(folder: Path, cache_root: Path, vocab_size: int, max_train_chars
         if not path.is_file():
             raise DataError(f"{path} not found. WikiText (v1, tokens) folders hold wiki.train.tokens, "
                             "wiki.valid.tokens and wiki.test.tokens.")
-    key = json.dumps({"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in sources],
-                      "vocab": vocab_size, "train_chars": max_train_chars, "eval_chars": max_eval_chars,
-                      "version": CACHE_VERSION}, sort_keys=True)
-    target = Path(cache_root) / "lm" / f"{folder.name}-bpe{vocab_size}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    key = source_fingerprint(sources, vocab=vocab_size, train_chars=max_train_chars, eval_chars=max_eval_chars,
+                             version=CACHE_VERSION)
+    target = Path(cache_root) / "lm" / f"{folder.name}-bpe{vocab_size}-{key[:12]}"
     cached = _open_tokens(target)
     if cached is not None:
         return cached
@@ -139,13 +138,32 @@ def noam_factor(step: int, d_model: int, warmup: int) -> float:
     return d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
 
 
+def _sample_run_dir(given: str) -> Path:
+    """The run directory that `checkpoint=<given>` names: the directory itself, or the folder of its
+    checkpoint.pt; a DataError naming `given` when it is neither, or lacks a finished run's files."""
+    path = Path(given)
+    expected = "a finished task=lm run directory (holding checkpoint.pt, config.yaml, tokenizer.json) or its checkpoint.pt"
+    if path.is_dir():
+        run_dir = path
+    elif path.is_file() and path.name == "checkpoint.pt":
+        run_dir = path.parent
+    elif path.exists():
+        raise DataError(f"checkpoint={given} is neither a directory nor a file named checkpoint.pt; expected {expected}")
+    else:
+        raise DataError(f"checkpoint={given} does not exist; expected {expected}")
+    missing = [name for name in ("checkpoint.pt", "config.yaml", "tokenizer.json") if not (run_dir / name).is_file()]
+    if missing:
+        raise DataError(f"checkpoint={given}: {', '.join(missing)} not found in {run_dir}; expected {expected}")
+    return run_dir
+
+
 class LanguageModelling:
     selection_mode = "min"
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
         self.settings = method_settings(cfg)
-        folder = Path(cfg.data_root) / cfg.dataset.folder
+        folder = dataset_path(cfg.data_root, cfg.dataset.folder)
         if not folder.is_dir():
             raise DataError(f"{cfg.dataset.name}: {folder} not found. {cfg.dataset.get('hint', '')}".strip())
         self.tokenizer_path, ids = load_corpus(folder, Path(cfg.cache_root), int(cfg.model.vocab_size),
@@ -247,11 +265,7 @@ class LanguageModelling:
 
         if not cfg.get("checkpoint"):
             raise ConfigError("mode=sample needs checkpoint=<run directory or its checkpoint.pt>")
-        path = Path(cfg.checkpoint)
-        run_dir = path if path.is_dir() else path.parent
-        for needed in ("checkpoint.pt", "config.yaml", "tokenizer.json"):
-            if not (run_dir / needed).is_file():
-                raise DataError(f"{run_dir / needed} not found: is {run_dir} a finished task=lm run?")
+        run_dir = _sample_run_dir(str(cfg.checkpoint))
         run_cfg = OmegaConf.load(run_dir / "config.yaml")
         tok = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
         m = run_cfg.model

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from dfa_bench.data import dataset_path
 from dfa_bench.data.ctr import load_ctr
 from dfa_bench.errors import DataError
 from dfa_bench.tasks import method_settings
@@ -49,7 +50,7 @@ class ClickThroughRate:
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
         self.settings = method_settings(cfg)
-        source = Path(cfg.data_root) / cfg.dataset.file
+        source = dataset_path(cfg.data_root, cfg.dataset.file)
         if not source.is_file():
             raise DataError(f"{cfg.dataset.name}: {source} not found. {cfg.dataset.get('hint', '')}".strip())
         self.data = load_ctr(cfg.dataset.kind, source, Path(cfg.cache_root), int(cfg.dataset.get("min_threshold", 10)),
