@@ -2,7 +2,9 @@
 
 metrics.jsonl holds one JSON object per logged point, e.g. {"epoch": 3, "step": 3, "train_loss": ...}
 or {"step": 10, "align/param/conv1.lin.weight": 71.3, ...}; summary.json is written atomically at the
-end (and on failure) with at least task, dataset, model, method, seed, metrics, wall_s, status, version.
+end (and on failure) with at least task, dataset, model, method, seed, config_id (`dfa_bench.identity`),
+metrics, wall_s, status, the code's version, commit and dirty flag, and the hardware. Non-finite numbers are
+written as null, so every file is valid JSON.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dfa_bench import __version__, files
+from dfa_bench import files
 
 
 class RunLog:
@@ -51,7 +53,7 @@ class RunLog:
     def summary(self, summary: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        summary = {"version": __version__, **summary}
+        summary = _finite(summary)
         files.write_json(self.out_dir / "summary.json", summary)
         if self._wandb is not None:
             self._wandb.summary.update({"status": summary["status"], **summary.get("metrics", {})})
@@ -69,6 +71,16 @@ def _epoch(line: str) -> int:
         return int(json.loads(line).get("epoch", 0))
     except (json.JSONDecodeError, TypeError, ValueError):
         return 1 << 30  # a torn last line is dropped
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None: summary.json stays valid JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _clean(v: Any) -> Any:

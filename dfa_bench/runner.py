@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import platform
 import random
 import shutil
 import sys
@@ -30,18 +28,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from dfa_bench import __version__, files
+from dfa_bench import files, identity, schema, session
 from dfa_bench.distributed import World
 from dfa_bench.errors import ConfigError, DataError, RunDirError
 from dfa_bench.methods import Method, build_method
 from dfa_bench.runlog import RunLog
-from dfa_bench.tasks import build_task, task_class
+from dfa_bench.session import resolve_device, seed_everything  # noqa: F401 (used by bench and tasks)
+from dfa_bench.tasks import build_task
 
 log = logging.getLogger("dfa_bench")
 FINISHED = ("completed", "diverged")
-# Keys that may differ between an interrupted run and its resumption.
-NOT_COMPARED = ("resume", "progress", "threads", "logger", "device", "data_root", "cache_root", "checkpoint",
-                "checkpoint_every", "mode")
 
 
 class Diverged(Exception):
@@ -61,37 +57,6 @@ class Progress:
     train_loss: float = math.nan
     train_s: float = 0.0
     stopped_early: bool = False
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu or device=auto")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"device={name!r} is not a device name ({err})") from None
-
-
-def validate(cfg: DictConfig) -> None:
-    """Type-check the keys every run reads, so that a wrong value stops with its key named."""
-    checks = [("seed", int, 0), ("alignment.every", int, 0), ("checkpoint_every", int, 0), ("threads", int, 1)]
-    for key, kind, minimum in checks:
-        value = OmegaConf.select(cfg, key)
-        if value is None and key == "threads":
-            continue
-        if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
-            raise ConfigError(f"{key}={value!r}: expected an integer >= {minimum}")
-    for key in ("resume", "deterministic", "progress"):
-        if not isinstance(OmegaConf.select(cfg, key), bool):
-            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r}: expected true or false")
 
 
 def rng_state() -> dict[str, Any]:
@@ -161,37 +126,41 @@ def _archive(out_dir: Path) -> Path:
     return target
 
 
-def _config_difference(saved: Path, cfg: DictConfig) -> list[str]:
-    if not saved.exists():
-        return []
-    old = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
-    new = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_COMPARED:
-        old.pop(key, None)
-        new.pop(key, None)
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or corrupt file
+        raise DataError(f"{path} is unreadable ({type(err).__name__}: {err}); start over with resume=false "
+                        "(the file is kept in replaced-<time>/)") from None
 
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
 
-    a, b = flat(old), flat(new)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+def _build(cfg: DictConfig, device: torch.device, world: World):
+    """The task, model, method and optimizer of `cfg`: everything that can fail on a config or data error,
+    built before the run writes anything."""
+    task = build_task(cfg, device)
+    if world.size > 1:
+        if not hasattr(task, "shard"):
+            raise ConfigError(f"task={cfg.task.name} does not support several processes")
+        task.shard(world.rank, world.size)
+    model = task.build_model().to(device)
+    method = build_method(cfg.method, int(cfg.seed)).attach(model)
+    return task, model, method, task.optimizer(model)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Train (or resume) the run described by `cfg` in `out_dir`; returns its summary."""
+    """Train (or resume) the run described by `cfg` in `out_dir`; returns its summary.
+
+    A config or data error (`UserError`) raised before training starts leaves `out_dir` as it was: the
+    run's files are written only once its task, data, model and method are built. Ctrl-C during training
+    writes the summary with status `interrupted` (the last checkpoint resumes the run) and re-raises.
+    """
     out_dir = Path(out_dir)
-    validate(cfg)
-    device = resolve_device(str(cfg.device))
+    schema.validate(cfg)
+    device = session.resolve_device(str(cfg.device))
     world = World.from_env(device.type)
     state, old_summary = _previous(out_dir)
-    if state != "new" and cfg.resume:
-        differs = _config_difference(out_dir / "config.yaml", cfg)
+    if state != "new" and cfg.resume and (out_dir / "config.yaml").exists():
+        differs = identity.differing_keys(OmegaConf.load(out_dir / "config.yaml"), cfg, drop=identity.RUN_LOCAL)
         if differs:
             raise RunDirError(f"{out_dir} holds a run with another config ({', '.join(differs[:8])} differ): "
                               "run it with its own config, start over with resume=false (the old files are "
@@ -200,98 +169,86 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         log.info("%s already holds a finished run (status %s): not trained again; resume=false starts over",
                  out_dir, old_summary.get("status"))
         return old_summary
-    if state != "new" and (not cfg.resume or not (out_dir / "checkpoint.pt").exists()):
-        if world.is_main:
-            moved = _archive(out_dir)
-            log.info("starting over: the earlier run's files were moved to %s", moved)
-        world.barrier()
-        state = "new"
+    start_over = state != "new" and (not cfg.resume or not (out_dir / "checkpoint.pt").exists())
+    checkpoint = None if state == "new" or start_over else _load_checkpoint(out_dir / "checkpoint.pt")
 
     started = time.time()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    seed_everything(int(cfg.seed))
-    if device.type == "cuda":
-        if world.size > 1 and device.index is None:
-            device = torch.device("cuda", world.local_rank)
-        tf32 = cfg.task.get("precision", "tf32") != "fp32" and not cfg.deterministic
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-    task_class(cfg.task.name)  # an unknown task stops here, before anything is written
-
-    checkpoint = None
-    if state == "interrupted" and (out_dir / "checkpoint.pt").exists():
-        try:
-            checkpoint = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-        except Exception as err:  # a truncated or corrupt file
-            raise DataError(f"{out_dir / 'checkpoint.pt'} is unreadable ({type(err).__name__}: {err}); "
-                            "start over with resume=false (the file is kept in replaced-<time>/)") from None
+    device = session.setup(cfg, device, world)
+    task, model, method, optimizer = _build(cfg, device, world)
+    if start_over:
+        if world.is_main:
+            log.info("starting over: the earlier run's files were moved to %s", _archive(out_dir))
+        world.barrier()
     resume_epoch = checkpoint["progress"]["epoch"] if checkpoint else None
     runlog = RunLog(out_dir, cfg, keep_until_epoch=resume_epoch, enabled=world.is_main)
-    identity = {"task": cfg.task.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
-                "method": cfg.method.name, "seed": int(cfg.seed)}
-    summary: dict[str, Any] = {**identity, "status": "failed", "metrics": {}, "version": __version__}
+    summary: dict[str, Any] = {
+        "task": cfg.task.name, "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name,
+        "seed": int(cfg.seed), "config_id": identity.config_id(cfg), "status": "failed", "metrics": {},
+        **identity.provenance(device),
+    }
     if world.size > 1:
         summary["processes"] = world.size
+    if getattr(task, "variant", None):
+        summary["variant"] = task.variant
+    if getattr(method, "variant", None):  # e.g. the random-feedback control's kind: its own table column
+        summary["method_variant"] = method.variant
+    progress = Progress()
+    saved_epoch = resume_epoch
     try:
-        task = build_task(cfg, device)
-        if world.size > 1:
-            if not hasattr(task, "shard"):
-                raise ConfigError(f"task={cfg.task.name} does not support several processes")
-            task.shard(world.rank, world.size)
-        if getattr(task, "variant", None):
-            summary["variant"] = task.variant
-        model = task.build_model().to(device)
-        method = build_method(cfg.method, int(cfg.seed)).attach(model)
-        if getattr(method, "variant", None):  # e.g. the random-feedback control's kind: its own table column
-            summary["method_variant"] = method.variant
-        optimizer = task.optimizer(model)
-        progress = Progress()
         if checkpoint is not None:
             _restore(checkpoint, task, model, method, optimizer, progress)
             log.info("resuming %s from epoch %d (step %d)", out_dir, progress.epoch, progress.step)
             summary["resumed_from_epoch"] = progress.epoch
 
         def save() -> None:
+            nonlocal saved_epoch
             if world.is_main:
                 files.torch_save(out_dir / "checkpoint.pt", _checkpoint(cfg, task, model, method, optimizer, progress))
+            saved_epoch = progress.epoch
 
         _train(cfg, task, model, method, optimizer, runlog, progress, world, save)
-        metrics = {**(progress.best or {}), "best_epoch": progress.best_epoch, "train_loss": progress.train_loss,
-                   **{f"last_{k}": v for k, v in progress.last_eval.items()}}
-        summary.update(metrics=metrics, alignment=progress.alignment, epochs=progress.epoch, steps=progress.step,
-                       train_s=round(progress.train_s, 3),
-                       steps_per_s=round(progress.step / progress.train_s, 3) if progress.train_s else None)
-        if hasattr(task, "final_evaluation") and world.is_main:
-            final = task.final_evaluation(model, out_dir)
-            summary["metrics"].update(final)
-            runlog.log(final, step=progress.step, epoch=progress.epoch)
-        if hasattr(task, "save_artifacts") and world.is_main:
-            task.save_artifacts(out_dir)
-        if progress.alignment and world.is_main:
-            from dfa_bench.plots import plot_alignment
-
-            plot_alignment(out_dir / "metrics.jsonl", out_dir / "alignment.png",
-                           f"{cfg.task.name} {cfg.dataset.name} {cfg.model.name} {cfg.method.name} seed {cfg.seed}")
+        _finish(cfg, task, model, progress, runlog, summary, out_dir, world)
         summary["status"] = "completed"
     except Diverged as err:
         summary["status"] = "diverged"
         summary["error"] = str(err)
         log.error("run diverged: %s", err)
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"
+        summary["checkpoint_epoch"] = saved_epoch
+        raise
     except BaseException as err:
         summary["error"] = f"{type(err).__name__}: {err}"
         raise
     finally:
-        summary.update(
-            wall_s=round(time.time() - started, 3), device=str(device), torch=torch.__version__,
-            machine=platform.node(), finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        )
+        summary.update(wall_s=round(time.time() - started, 3), device=str(device),
+                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         runlog.summary(summary)
         runlog.close()
     return summary
+
+
+def _finish(cfg, task, model, progress: Progress, runlog: RunLog, summary: dict, out_dir: Path,
+            world: World) -> None:
+    """The summary's metrics, the task's final evaluation and artefacts, the alignment plot."""
+    metrics = {**(progress.best or {}), "best_epoch": progress.best_epoch, "train_loss": progress.train_loss,
+               **{f"last_{k}": v for k, v in progress.last_eval.items()}}
+    summary.update(metrics=metrics, alignment=progress.alignment, epochs=progress.epoch, steps=progress.step,
+                   train_s=round(progress.train_s, 3),
+                   steps_per_s=round(progress.step / progress.train_s, 3) if progress.train_s else None)
+    if not world.is_main:
+        return
+    if hasattr(task, "final_evaluation"):
+        final = task.final_evaluation(model, out_dir)
+        summary["metrics"].update(final)
+        runlog.log(final, step=progress.step, epoch=progress.epoch)
+    if hasattr(task, "save_artifacts"):
+        task.save_artifacts(out_dir)
+    if progress.alignment:
+        from dfa_bench.plots import plot_alignment
+
+        plot_alignment(out_dir / "metrics.jsonl", out_dir / "alignment.png",
+                       f"{cfg.task.name} {cfg.dataset.name} {cfg.model.name} {cfg.method.name} seed {cfg.seed}")
 
 
 def _checkpoint(cfg, task, model, method, optimizer, progress: Progress) -> dict[str, Any]:
@@ -334,7 +291,8 @@ def _train(cfg: DictConfig, task, model, method: Method, optimizer, runlog: RunL
     interactive = bool(cfg.progress) and sys.stderr.isatty() and world.is_main
     report_every = max(1, epochs // 10)
     device = next(model.parameters()).device
-    bar = tqdm(range(progress.epoch + 1, epochs + 1), desc=f"{cfg.model.name}/{cfg.method.name}",
+    name = f"{cfg.dataset.name}-{cfg.model.name}-{cfg.method.name}-seed{cfg.seed}"  # names the run's progress lines
+    bar = tqdm(range(progress.epoch + 1, epochs + 1), desc=name,
                disable=not interactive, leave=False, dynamic_ncols=True, initial=progress.epoch, total=epochs)
     model.train()
     for epoch in bar:
@@ -370,9 +328,9 @@ def _train(cfg: DictConfig, task, model, method: Method, optimizer, runlog: RunL
         progress.epoch, progress.last_eval, progress.train_loss = epoch, evaluation, train_loss
         bar.set_postfix(loss=f"{train_loss:.4f}", **{selection: f"{score:.4f}"})
         if not interactive and world.is_main and (epoch % report_every == 0 or epoch == epochs):
-            log.info("epoch %d/%d  train_loss %.4f  %s %.4f", epoch, epochs, train_loss, selection, score)
+            log.info("%s  epoch %d/%d  train_loss %.4f  %s %.4f", name, epoch, epochs, train_loss, selection, score)
         if patience and epoch - progress.best_epoch >= patience:
-            log.info("early stop at epoch %d: no better %s for %d epochs (best epoch %d)", epoch, selection,
+            log.info("%s  early stop at epoch %d: no better %s for %d epochs (best epoch %d)", name, epoch, selection,
                      patience, progress.best_epoch)
             progress.stopped_early = True
         if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs or progress.stopped_early):

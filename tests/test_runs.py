@@ -111,7 +111,8 @@ def test_a_diverged_run_does_not_stop_the_sweep_and_is_tabled(cli_env, tmp_path)
     results = tmp_path / "results"
     p = _cli(["-m", "task.epochs=20", "threads=1", "method=dfa,bp", "model.settings.dfa.lr=1e30",
               f"hydra.sweep.dir={results}/s", "hydra.launcher.n_jobs=1"], cli_env, tmp_path)
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 1, p.stderr  # a sweep with a run that did not complete
+    assert "dfa-bench sweep: diverged" in p.stderr and "dfa-bench sweep: 1 of 2 runs completed" in p.stderr
     statuses = sorted(json.loads(f.read_text())["status"] for f in results.rglob("summary.json"))
     assert statuses == ["completed", "diverged"]
     t = subprocess.run([str(BIN / "dfa-bench-tables"), "--results", str(results)], capture_output=True, text=True)
