@@ -1,76 +1,96 @@
-"""`dfa-bench-tables`: the paper's comparison tables, regenerated from every finished run's summary.json.
+"""`dfa-bench-tables`: the paper's comparison tables, regenerated from the curated runs' summary.json.
 
-    dfa-bench-tables                       # reads results/, writes results/tables/<table>.{md,csv,tex}
-    dfa-bench-tables --results DIR --out DIR --figures DIR
+    dfa-bench-tables                  # reads results/sweeps/, writes results/tables/, results/figures/,
+                                      # and the results page results/README.md
+    dfa-bench-tables --results DIR    # any other folder of runs (e.g. outputs/): writes DIR/tables, DIR/figures
+    dfa-bench-tables --check          # which curated runs differ from what their Makefile target makes now
 
-Also written: alignment.md (each feedback method's angle per layer at the end of training),
-bottleneck.md, and the figures of `dfa_bench.figures` (alignment over training per model and method, the
-bottleneck study) in results/figures/.
-
-Cells are mean ± std over seeds with the number of seeds; runs that diverged or failed are counted and
-shown, never silently dropped. When a configuration was run more than once with the same seed, the
-latest finished run counts; runs moved aside by `resume=false` (replaced-*/) are not read. A cell is
-one (task, dataset, model [variant], method): keep runs with other hyperparameters in another results
-folder (`--results`), or they are pooled into the same cell. Published values (dfa_bench/published.csv, one file for every table) stand
-beside ours, labelled with their source; add the DFA paper's own cells there when you have them.
+Which runs count, and how:
+- The default input is `results/sweeps/`, where only the Makefile's sweep targets write. Scratch runs
+  (`dfa-bench ...` without `hydra.sweep.dir`, tests, debugging) go to `outputs/` and never reach a committed
+  table.
+- A cell pools the runs of one config identity (`config_id`, `dfa_bench.identity`: the resolved config
+  without the seed and run-local keys), one per seed: the latest finished run of a (config, seed). Runs of
+  one model and method whose configs differ in anything but the dataset get separate rows, named by the
+  keys that differ. Only completed runs count as seeds; a diverged run is marked in its cell; failed and
+  interrupted runs are counted under the table. Runs moved aside by `resume=false` (replaced-*/) are not read.
+- Layout: rows = model x method, columns = datasets in the paper's order (x metric); cells mean ± std over
+  seeds, the usual number of seeds in the caption and marked only on a cell that differs; published values
+  (dfa_bench/published.csv) as labelled rows beneath ours. BP, DFA and shallow make the main table; the other
+  methods an "extensions" table of the same shape. No date in a table: regenerating from unchanged runs
+  gives no diff.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
-from dfa_bench import files
+from dfa_bench import files, identity
 from dfa_bench.figures import all_figures, bottleneck_table, is_feedback_method
 
 METHOD_ORDER = ["bp", "dfa", "shallow", "fa", "drtp", "random_feedback"]
+MAIN_METHODS = ("bp", "dfa", "shallow")
+SYNTHETIC = ("chair", "drums", "ficus", "hotdog", "lego", "materials", "mic", "ship")
+LLFF = ("fern", "flower", "fortress", "horns", "leaves", "orchids", "room", "trex")
+DATASETS = {  # the paper's order, and how a column names each
+    "cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed",
+    "criteo": "Criteo", "criteo_sample": "Criteo 10k-row sample†", "movielens100k": "MovieLens-100K†",
+    "movielens1m": "MovieLens-1M†", "wikitext103": "WikiText-103", "wikitext2": "WikiText-2",
+    **{s: s for s in SYNTHETIC + LLFF}, "digits": "digits", "mnist": "MNIST", "cifar10": "CIFAR-10",
+}
+CURATED = Path("results/sweeps")
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One of the paper's tables: which runs, which metric, how cells are laid out."""
+    """One of the paper's tables: which runs, which metrics, what the cells mean."""
 
     name: str
     task: str
     metrics: tuple[str, ...]
     title: str
+    rule: str  # which epoch's (or model's) metric a cell reports
     scale: float = 1.0
     digits: int = 3
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, datasets): a mean-over-datasets table
-
-SYNTHETIC = ("chair", "drums", "ficus", "hotdog", "lego", "materials", "mic", "ship")
-LLFF = ("fern", "flower", "fortress", "horns", "leaves", "orchids", "room", "trex")
+    note: str = ""
 
 
 TABLES = [
-    TableSpec("graph", "gcn", ("test_acc",),
-              "Table 3: node classification, test accuracy (%) at the epoch of best validation accuracy",
-              scale=100.0, digits=1),
-    TableSpec("gae", "gae", ("test_auc", "test_ap"),
-              "Table 4: graph autoencoder link prediction, test AUC and AP (%) at the epoch of best validation AUC",
-              scale=100.0, digits=1),
-    TableSpec("recsys", "recsys", ("test_auc", "test_logloss"),
-              "Table 2: click-through rate, test AUC and log-loss at the epoch of best validation AUC", digits=4),
-    TableSpec("lm", "lm", ("val_ppl", "test_ppl"),
-              "Table 5: Transformer language model, perplexity at the epoch of lowest validation loss", digits=1),
-    TableSpec("nerf", "nerf", ("test_psnr", "test_ssim"),
-              "Table A.5: NeRF view synthesis per scene, test PSNR (dB) and SSIM over all test views", digits=2,
-              groups=(("synthetic", SYNTHETIC), ("llff", LLFF))),
+    TableSpec("graph", "gcn", ("test_acc",), "Table 3: node classification, test accuracy (%)",
+              "test accuracy at the epoch of best validation accuracy", scale=100.0, digits=1),
+    TableSpec("gae", "gae", ("test_auc", "test_ap"), "Table 4: graph autoencoder link prediction, test AUC and AP (%)",
+              "test AUC and AP at the epoch of best validation AUC", scale=100.0, digits=1),
+    TableSpec("recsys", "recsys", ("test_auc", "test_logloss"), "Table 2: click-through rate, test AUC and log-loss",
+              "test AUC and log-loss at the epoch of best validation AUC", digits=4,
+              note="† Not comparable with the published full-Criteo values: the 10,000-row sample has 8,000 training "
+                   "rows and MovieLens is another data set; these cells are sanity checks."),
+    TableSpec("lm", "lm", ("val_ppl", "test_ppl"), "Table 5: Transformer language model, perplexity",
+              "validation and test perplexity at the epoch of lowest validation loss", digits=1),
+    TableSpec("nerf", "nerf", ("test_psnr", "test_ssim"), "Table A.5: NeRF view synthesis per scene, test PSNR (dB) and SSIM",
+              "PSNR and SSIM of the final model over all test views (no model selection: for LLFF scenes the "
+              "held-out views are the test views)", digits=2, groups=(("synthetic", SYNTHETIC), ("llff", LLFF))),
     TableSpec("image", "image", ("test_acc",),
-              "Companion paper (arXiv 1906.04554): image classification with the FC network, test accuracy (%) at "
-              "the epoch of best validation accuracy", scale=100.0, digits=1),
+              "Companion paper (arXiv 1906.04554): image classification with the FC network, test accuracy (%)",
+              "test accuracy at the epoch of best validation accuracy", scale=100.0, digits=1),
 ]
 
 
+def _config_of(summary_path: Path) -> dict | None:
+    config = summary_path.parent / "config.yaml"
+    return OmegaConf.to_container(OmegaConf.load(config), resolve=False) if config.exists() else None
+
+
 def read_runs(results: Path) -> pd.DataFrame:
-    """One row per run directory holding a summary.json (the latest run of each configuration and seed)."""
-    rows = []
+    """One row per (config identity, seed): the latest finished run, with its metrics and `variant` label."""
+    rows, configs = [], {}
     for path in sorted(Path(results).rglob("summary.json")):
         if any(part.startswith("replaced-") for part in path.parts):
             continue  # a run that was started over (resume=false): kept, not counted
@@ -79,9 +99,11 @@ def read_runs(results: Path) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError) as err:
             print(f"dfa-bench-tables: skipping unreadable {path}: {err}", file=sys.stderr)
             continue
+        config = _config_of(path)
+        config_id = s.get("config_id") or (identity.config_id(config) if config else str(path.parent))
+        configs.setdefault(config_id, config)
         row = {k: s.get(k) for k in ("task", "dataset", "model", "method", "seed", "status", "finished")}
-        if s.get("variant"):  # e.g. the LM's placement and optimizer: one table row each
-            row["model"] = f"{row['model']} ({s['variant']})"
+        row["config_id"] = config_id
         if s.get("method_variant"):  # e.g. random_feedback (noise)
             row["method"] = f"{row['method']} ({s['method_variant']})"
         row.update({f"metric.{k}": v for k, v in (s.get("metrics") or {}).items()})
@@ -93,92 +115,131 @@ def read_runs(results: Path) -> pd.DataFrame:
         return runs
     runs["completed"] = runs["status"] == "completed"
     runs = runs.sort_values(["completed", "finished"], na_position="first")
-    key = ["task", "dataset", "model", "method", "seed"]
-    return runs.drop_duplicates(key, keep="last").reset_index(drop=True)
+    runs = runs.drop_duplicates(["config_id", "seed"], keep="last").reset_index(drop=True)
+    runs["variant"] = variant_labels(runs, configs)
+    return runs.drop(columns="completed")
+
+
+def _short(key: str) -> str:
+    parts = key.split(".")
+    return ".".join(parts[3:]) if parts[:2] == ["model", "settings"] and len(parts) > 3 else key
+
+
+def variant_labels(runs: pd.DataFrame, configs: dict[str, dict | None]) -> pd.Series:
+    """Per run, "" or the keys (and values) in which its config differs from the other configs of the same
+    (task, model, method) once the dataset is set aside: what names its table row."""
+    def without_dataset(config_id: str) -> dict:
+        config = configs.get(config_id) or {}
+        return {k: v for k, v in identity.flatten(identity.comparable(config)).items()
+                if not k.startswith(("dataset.", "scene."))}
+
+    labels = pd.Series("", index=runs.index, dtype=object)
+    for _, g in runs.groupby(["task", "model", "method"]):
+        flat = {cid: without_dataset(cid) for cid in g["config_id"].unique()}
+        distinct = {json.dumps(f, sort_keys=True, default=str): f for f in flat.values()}
+        if len(distinct) < 2:
+            continue
+        keys = sorted({k for f in distinct.values() for k in f
+                       if len({json.dumps(d.get(k), default=str) for d in distinct.values()}) > 1})
+        for i, cid in zip(g.index, g["config_id"]):
+            labels[i] = ", ".join(f"{_short(k)}={flat[cid].get(k, 'absent')}" for k in keys)
+    return labels
 
 
 def published() -> pd.DataFrame:
     with resources.files("dfa_bench").joinpath("published.csv").open() as f:
-        return pd.read_csv(f)
+        return pd.read_csv(f, keep_default_na=False, na_values=[""])
 
 
-TIDY_COLUMNS = ["dataset", "model", "method", "metric", "mean", "std", "n", "diverged", "failed"]
+TIDY_COLUMNS = ["dataset", "model", "variant", "method", "metric", "mean", "std", "n", "diverged", "failed",
+                "config_id"]
 
 
 def aggregate(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    """Tidy table: dataset, model, method, metric, mean, std, n (completed seeds), diverged, failed."""
+    """Tidy table: one row per (dataset, model, variant, method, metric) with mean, std, n (completed seeds),
+    diverged and failed (failed or interrupted) counts, and the config identity."""
     sel = runs[runs["task"] == spec.task] if not runs.empty else runs
     out = []
-    for (dataset, model, method), g in (sel.groupby(["dataset", "model", "method"]) if len(sel) else []):
+    for (dataset, model, variant, method, config_id), g in (
+            sel.groupby(["dataset", "model", "variant", "method", "config_id"]) if len(sel) else []):
         done = g[g["status"] == "completed"]
         for metric in spec.metrics:
             col = f"metric.{metric}"
             values = (done[col].dropna().astype(float) * spec.scale) if col in done else pd.Series(dtype=float)
             out.append({
-                "dataset": dataset, "model": model, "method": method, "metric": metric,
+                "dataset": dataset, "model": model, "variant": variant, "method": method, "metric": metric,
                 "mean": values.mean() if len(values) else float("nan"),
                 "std": values.std(ddof=1) if len(values) > 1 else float("nan"),
                 "n": int(len(values)),
                 "diverged": int((g["status"] == "diverged").sum()),
-                "failed": int((g["status"] == "failed").sum()),
+                "failed": int((~g["status"].isin(["completed", "diverged"])).sum()),
+                "config_id": config_id,
             })
     return pd.DataFrame(out, columns=TIDY_COLUMNS)
 
 
-def _cell(r, digits: int) -> str:
+def _method_rank(method: str) -> tuple[int, str]:
+    base = method.split(" ")[0]
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def _order(values, order) -> list:
+    rank = {v: i for i, v in enumerate(order)}
+    return sorted(set(values), key=lambda v: (rank.get(str(v).split(" ")[0], len(rank)), str(v)))
+
+
+def _cell(r, digits: int, usual_n: int) -> str:
     if r["n"] == 0:
         text = "–"
-    elif r["n"] == 1:
-        text = f"{r['mean']:.{digits}f} (n=1)"
     else:
-        text = f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f} (n={r['n']})"
-    extra = [f"{r[k]} {k}" for k in ("diverged", "failed") if r[k]]
-    return text + (f" [{', '.join(extra)}]" if extra else "")
+        text = f"{r['mean']:.{digits}f}" + (f" ± {r['std']:.{digits}f}" if r["n"] > 1 else "")
+        if r["n"] != usual_n:
+            text += f" (n={r['n']})"
+    return text + (f" [{r['diverged']} diverged]" if r["diverged"] else "")
 
 
-def wide(tidy: pd.DataFrame, refs: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, list[str]]:
-    """Rows = model, columns = dataset x method (x metric), then the published values beside them."""
-    datasets = sorted(tidy["dataset"].unique())
-    methods = [m for m in METHOD_ORDER if m in set(tidy["method"])] + sorted(set(tidy["method"]) - set(METHOD_ORDER))
-    refs = refs[(refs["task"] == spec.task) & refs["metric"].isin(spec.metrics)]
-    # Published values of a dataset we did not run (e.g. the full Criteo beside our sample) go last.
-    ref_only = sorted(set(refs["dataset"]) - set(datasets))
+def _column(dataset: str, metric: str, spec: TableSpec) -> str:
+    name = DATASETS.get(dataset, dataset)
+    if len(spec.metrics) == 1:
+        return name
+    all_test = all(m.startswith("test_") for m in spec.metrics)
+    return f"{name} {metric.removeprefix('test_') if all_test else metric}"
+
+
+def wide(tidy: pd.DataFrame, refs: pd.DataFrame, spec: TableSpec, methods) -> tuple[pd.DataFrame, list[str]]:
+    """Rows = model [variant] x method, columns = dataset (x metric); published rows beneath ours."""
+    tidy = tidy[tidy["method"].str.split(" ").str[0].isin(methods)]
+    refs = refs[(refs["task"] == spec.task) & refs["metric"].isin(spec.metrics) & refs["method"].isin(methods)]
+    if tidy.empty:
+        return pd.DataFrame(), []
+    usual_n = int(tidy[tidy["n"] > 0]["n"].mode().max()) if (tidy["n"] > 0).any() else 0
+    datasets = _order([*tidy["dataset"], *refs["dataset"]], DATASETS)
+    columns = [_column(d, m, spec) for d in datasets for m in spec.metrics]
     sources = sorted(refs["source"].unique())
-    table = pd.DataFrame(index=sorted(set(tidy["model"]) | set(refs["model"])))
-    table.index.name = "model"
-
-    def label(dataset: str, method: str, metric: str) -> str:
-        if len(spec.metrics) == 1:
-            return f"{dataset} {method}"
-        all_test = all(m.startswith("test_") for m in spec.metrics)
-        return f"{dataset} {method} {metric.removeprefix('test_') if all_test else metric}"
-
-    for dataset in [*datasets, *ref_only]:
-        for method in methods if dataset in datasets else []:
-            for metric in spec.metrics:
-                sel = tidy[(tidy["dataset"] == dataset) & (tidy["method"] == method) & (tidy["metric"] == metric)]
-                table[label(dataset, method, metric)] = pd.Series(
-                    {r["model"]: _cell(r, spec.digits) for _, r in sel.iterrows()}, dtype=object)
-        for method in METHOD_ORDER:
-            for metric in spec.metrics:
-                ref = refs[(refs["dataset"] == dataset) & (refs["method"] == method) & (refs["metric"] == metric)]
-                if ref.empty:
-                    continue
-                cells = {}
-                for _, r in ref.iterrows():
-                    value = f"{r['value'] * spec.scale:.{spec.digits}f}"
-                    if pd.notna(r["std"]):
-                        value += f" ± {r['std'] * spec.scale:.{spec.digits}f}"
-                    cells[r["model"]] = f"{value} [{sources.index(r['source']) + 1}]"
-                table[label(dataset, method, metric) + " (published)"] = pd.Series(cells, dtype=object)
-    return table.fillna("–"), sources
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for _, r in tidy.iterrows():
+        model = f"{r['model']} [{r['variant']}]" if r["variant"] else r["model"]
+        rows.setdefault((model, r["method"]), {})[_column(r["dataset"], r["metric"], spec)] = _cell(
+            r, spec.digits, usual_n)
+    ours = sorted(rows, key=lambda k: (k[0], _method_rank(k[1])))
+    for _, r in refs.iterrows():
+        qualifier = r["qualifier"] if isinstance(r.get("qualifier"), str) else ""  # ">" for a lower bound
+        text = f"{qualifier}{r['value'] * spec.scale:.{spec.digits}f}"
+        if pd.notna(r["std"]):
+            text += f" ± {r['std'] * spec.scale:.{spec.digits}f}"
+        key = (r["model"], f"{r['method']}, published [{sources.index(r['source']) + 1}]")
+        rows.setdefault(key, {})[_column(r["dataset"], r["metric"], spec)] = text
+    theirs = sorted((k for k in rows if k not in set(ours)), key=lambda k: (k[0], k[1]))
+    index = pd.MultiIndex.from_tuples([*ours, *theirs], names=["model", "method"])
+    table = pd.DataFrame([[rows[k].get(c, "–") for c in columns] for k in index], index=index, columns=columns)
+    return table, sources
 
 
 def group_means(tidy: pd.DataFrame, spec: TableSpec) -> str:
     """Table 1 style: per method, the mean over a group's scenes of the per-scene means (scenes counted)."""
     rows = []
-    for (model, method), g in tidy.groupby(["model", "method"]):
-        row = {"model": model, "method": method}
+    for (model, variant, method), g in tidy.groupby(["model", "variant", "method"]):
+        row = {"model": f"{model} [{variant}]" if variant else model, "method": method}
         for name, members in spec.groups:
             for metric in spec.metrics:
                 sel = g[g["dataset"].isin(members) & (g["metric"] == metric) & (g["n"] > 0)]
@@ -188,24 +249,43 @@ def group_means(tidy: pd.DataFrame, spec: TableSpec) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
+def _caption(spec: TableSpec, tidy: pd.DataFrame) -> str:
+    first = tidy[(tidy["metric"] == spec.metrics[0]) & (tidy["n"] > 0)]
+    usual_n = int(first["n"].mode().max()) if len(first) else 0
+    return (f"{spec.rule}. Cells: mean ± std over {usual_n} seed{'s' if usual_n != 1 else ''} "
+            f"(a cell with another number of seeds says so: n=...); {int(first['n'].sum())} completed runs.")
+
+
 def write_table(spec: TableSpec, runs: pd.DataFrame, out: Path) -> Path | None:
     tidy = aggregate(runs, spec)
     if tidy.empty:
         return None
-    table, sources = wide(tidy, published(), spec)
-    notes = [f"[{i + 1}] {s}" for i, s in enumerate(sources)]
-    completed = int(tidy[tidy["metric"] == spec.metrics[0]]["n"].sum())
-    header = (f"# {spec.title}\n\nRegenerated by `dfa-bench-tables` from {completed} completed runs "
-              f"on {time.strftime('%Y-%m-%d')}; do not edit by hand. Cells: mean ± std over seeds (n = seeds).\n\n")
-    body = table.to_markdown() + "\n\n" + "\n".join(notes) + "\n"
+    refs = published()
+    sections, latex = [], []
+    for heading, methods in (("", MAIN_METHODS),
+                             ("Extensions: other training methods", tuple(m for m in METHOD_ORDER if m not in MAIN_METHODS))):
+        table, sources = wide(tidy, refs, spec, methods)
+        if table.empty:
+            continue
+        notes = "\n".join(f"[{i + 1}] {s}" for i, s in enumerate(sources))
+        sections.append((f"## {heading}\n\n" if heading else "") + table.reset_index().to_markdown(index=False)
+                        + ("\n\n" + notes if notes else ""))
+        latex.append(table.to_latex(caption=f"{spec.title}{': ' + heading if heading else ''}",
+                                    label=f"tab:{spec.name}{'-ext' if heading else ''}").replace("±", r"$\pm$")
+                     + "".join(f"% {line}\n" for line in notes.splitlines()))
+    failed = tidy[tidy["metric"] == spec.metrics[0]]["failed"].sum()
+    footer = [spec.note] if spec.note else []
+    if failed:
+        footer.append(f"Not counted: {failed} failed or interrupted run(s).")
+    text = (f"# {spec.title}\n\n{_caption(spec, tidy)} Regenerated by `dfa-bench-tables`; do not edit by hand.\n\n"
+            + "\n\n".join(sections) + "\n" + ("\n" + "\n\n".join(footer) + "\n" if footer else ""))
     if spec.groups:
-        body += ("\n## Mean over each group's scenes (the paper's Table 1 layout)\n\n"
+        text += ("\n## Mean over each group's scenes (the paper's Table 1 layout)\n\n"
                  "Published BP NeRF means (Mildenhall et al. 2020, Table 1): synthetic 31.01 dB, LLFF 26.50 dB.\n\n"
                  + group_means(tidy, spec) + "\n")
-    files.write_text(out / f"{spec.name}.md", header + body)
+    files.write_text(out / f"{spec.name}.md", text)
     files.write_text(out / f"{spec.name}.csv", tidy.to_csv(index=False))
-    latex = table.to_latex(caption=spec.title, label=f"tab:{spec.name}").replace("±", r"$\pm$")
-    files.write_text(out / f"{spec.name}.tex", latex + "\n".join(f"% {n}" for n in notes) + "\n")
+    files.write_text(out / f"{spec.name}.tex", "\n".join(latex))
     return out / f"{spec.name}.md"
 
 
@@ -216,12 +296,12 @@ def write_alignment_table(runs: pd.DataFrame, out: Path) -> Path | None:
     if not cols or done.empty:
         return None
     rows = []
-    for (task, dataset, model, method), g in done.groupby(["task", "dataset", "model", "method"]):
+    for (task, dataset, model, variant, method), g in done.groupby(["task", "dataset", "model", "variant", "method"]):
         for col in cols:
             values = g[col].dropna().astype(float)
             if len(values):
-                rows.append({"task": task, "dataset": dataset, "model": model, "method": method,
-                             "layer": col.removeprefix("align/param/"),
+                rows.append({"task": task, "dataset": dataset, "model": f"{model} [{variant}]" if variant else model,
+                             "method": method, "layer": col.removeprefix("align/param/"),
                              "angle (deg)": f"{values.mean():.1f} ± {values.std(ddof=1):.1f}" if len(values) > 1
                              else f"{values.mean():.1f}", "n": len(values)})
     if not rows:
@@ -229,7 +309,7 @@ def write_alignment_table(runs: pd.DataFrame, out: Path) -> Path | None:
     table = pd.DataFrame(rows)
     header = ("# Alignment at the end of training\n\nAngle in degrees between each weight's update under the method "
               "and its true backprop gradient, on the last measured batch (0 = same direction, 90 = orthogonal); "
-              f"mean ± std over seeds. Regenerated by `dfa-bench-tables` on {time.strftime('%Y-%m-%d')}.\n\n")
+              "mean ± std over seeds. Regenerated by `dfa-bench-tables`.\n\n")
     files.write_text(out / "alignment.md", header + table.to_markdown(index=False) + "\n")
     files.write_text(out / "alignment.csv", table.to_csv(index=False))
     files.write_text(out / "alignment.tex", table.to_latex(index=False, caption="Alignment at the end of training",
@@ -237,31 +317,56 @@ def write_alignment_table(runs: pd.DataFrame, out: Path) -> Path | None:
     return out / "alignment.md"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dfa-bench-tables", description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results"), help="where runs are (default: results)")
-    parser.add_argument("--out", type=Path, default=None, help="where tables go (default: <results>/tables)")
-    parser.add_argument("--figures", type=Path, default=None, help="where figures go (default: <results>/figures)")
-    args = parser.parse_args(argv)
-    if not args.results.is_dir():
-        print(f"dfa-bench-tables: no results folder {args.results}", file=sys.stderr)
-        return 2
-    runs = read_runs(args.results)
+def write_all(results: Path, out: Path, figures: Path, page: Path | None) -> list[Path]:
+    """Every table, figure (and the results page) from the runs under `results`."""
+    runs = read_runs(results)
     if runs.empty:
-        print(f"dfa-bench-tables: no summary.json under {args.results}", file=sys.stderr)
-        return 2
-    out = args.out or args.results / "tables"
+        return []
     written = [p for spec in TABLES if (p := write_table(spec, runs, out)) is not None]
     if (p := write_alignment_table(runs, out)) is not None:
         written.append(p)
     if (text := bottleneck_table(runs)) is not None:
         files.write_text(out / "bottleneck.md", "# Bottleneck study (companion paper, arXiv 1906.04554)\n\n"
                          "DFA runs of `experiment=bottleneck*`: mean per-sample cosine between the DFA signal and the "
-                         "true gradient at each hidden layer at the end of training, and accuracy at the last epoch (%), "
-                         f"mean over seeds. Regenerated by `dfa-bench-tables` on {time.strftime('%Y-%m-%d')}.\n\n"
-                         + text + "\n")
+                         "true gradient at each hidden layer at the end of training, and accuracy (%) at the epoch of "
+                         "best validation accuracy (the rule of image.md), mean over seeds. Regenerated by "
+                         "`dfa-bench-tables`.\n\n" + text + "\n")
         written.append(out / "bottleneck.md")
-    written += all_figures(runs, args.figures or args.results / "figures")
+    figure_paths = all_figures(runs, figures)
+    written += figure_paths
+    if page is not None:
+        from dfa_bench.results_page import write_page
+
+        written.append(write_page(page, runs, out, figures))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dfa-bench-tables", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=None,
+                        help=f"where runs are (default: {CURATED}, the curated runs of the Makefile's targets)")
+    parser.add_argument("--out", type=Path, default=None, help="where tables go (default: results/tables, "
+                        "or <results>/tables with --results)")
+    parser.add_argument("--figures", type=Path, default=None, help="where figures go (default: results/figures, "
+                        "or <results>/figures with --results)")
+    parser.add_argument("--check", action="store_true", help="only check that every curated run's config is "
+                        "what its Makefile target produces now; exit 1 if not")
+    args = parser.parse_args(argv)
+    if args.check:
+        from dfa_bench.curation import main as check
+
+        return check(args.results or CURATED)
+    curated = args.results is None
+    results = CURATED if curated else args.results
+    base = Path("results") if curated else results
+    if not results.is_dir():
+        print(f"dfa-bench-tables: no results folder {results}", file=sys.stderr)
+        return 2
+    written = write_all(results, args.out or base / "tables", args.figures or base / "figures",
+                        base / "README.md" if curated else None)
+    if not written:
+        print(f"dfa-bench-tables: no summary.json under {results}", file=sys.stderr)
+        return 2
     for p in written:
         print(p)
     return 0
