@@ -8,7 +8,9 @@ How the matrices are drawn and scaled (config group `method/dfa.yaml`, key `feed
   `layout: independent` gives every feedback point its own block of columns (its own B_i).
 - `distribution: uniform` draws U[-1, 1) as TinyDFA does; `gaussian` draws N(0, 1) as the companion
   paper's code (principled-dfa-training) does.
-- `normalize: true` divides B by sqrt(widest feedback point), which is TinyDFA's scaling of the projection.
+- `normalize: true` divides B by sqrt(widest feedback point), which is TinyDFA's scaling of the projection
+  (`rp /= sqrt(max_feedback_size)`). "Widest" is the largest per-sample width d_i among the feedback
+  points served by one error point. The rule is the same for drawn and for given matrices (below).
 
 Either way all feedback points of one error point are served by ONE matrix product e @ M; the points
 take their column slices of the result. Matrices are drawn on the CPU from a seeded generator the first
@@ -16,9 +18,18 @@ time an error point is seen (the widths are known only then), so the same seed g
 on any device, and they are saved and restored with `state_dict` / `load_state_dict`.
 
 A user can bring their own projection (the paper's motivation is hardware, such as optical co-processors,
-that performs the random projection): pass `matrices={point name: tensor of shape (error width, d_i)}`
-to `FeedbackMatrices`, or any object with a `project(key, error, names, widths)` method to
-`dfa_bench.methods.DFA` (`CallableProjection` wraps a plain function).
+that performs the random projection):
+
+- `FeedbackMatrices(matrices={point name: tensor of shape (error width, d_i)})`: one B_i per feedback
+  point, used in place of the drawn columns; or `matrices=<one tensor>`, a whole matrix laid out as the
+  drawn one would be (`shared`: shape (error width, widest), point i takes its first d_i columns, which
+  is TinyDFA's raw matrix; `independent`: shape (error width, sum of d_i), the points' blocks in the
+  model's order). Given matrices are RAW values: with `normalize=True` (the default) they are divided by
+  sqrt(widest) exactly as drawn ones are, so TinyDFA's U[-1, 1) matrix passed as is gives the same
+  update as the drawn matrix with the same values. Pass `normalize=False` for matrices that already
+  carry the scale they should be used with. `matrix_for` returns the matrix after scaling.
+- any object with a `project(key, error, names, widths)` method, given to `dfa_bench.methods.DFA`
+  (`CallableProjection` wraps a plain function): its output is used as is (no normalization).
 """
 from __future__ import annotations
 
@@ -46,7 +57,7 @@ class FeedbackMatrices:
         distribution: str = "uniform",
         normalize: bool = True,
         seed: int = 0,
-        matrices: Mapping[str, torch.Tensor] | None = None,
+        matrices: Mapping[str, torch.Tensor] | torch.Tensor | None = None,
     ) -> None:
         if layout not in ("shared", "independent"):
             raise ConfigError(f"feedback layout must be 'shared' or 'independent', got {layout!r}")
@@ -56,7 +67,10 @@ class FeedbackMatrices:
         self.distribution = distribution
         self.normalize = normalize
         self.seed = seed
-        self._given = dict(matrices) if matrices is not None else None
+        if matrices is None or isinstance(matrices, torch.Tensor):
+            self._given = matrices
+        else:
+            self._given = dict(matrices)
         self._layouts: dict[str, _Layout] = {}
         self._on_device: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -65,7 +79,23 @@ class FeedbackMatrices:
         unique: dict[str, int] = {}
         for name, width in zip(names, widths):
             unique.setdefault(name, width)
-        if self._given is not None:
+        widest = max(unique.values())
+        if self.layout == "shared":
+            n_cols = widest
+            columns = {name: (0, width) for name, width in unique.items()}
+        else:
+            columns, n_cols = {}, 0
+            for name, width in unique.items():
+                columns[name] = (n_cols, width)
+                n_cols += width
+        if isinstance(self._given, torch.Tensor):  # one whole matrix, laid out as a drawn one
+            if tuple(self._given.shape) != (out_dim, n_cols):
+                raise ValueError(
+                    f"the feedback matrix has shape {tuple(self._given.shape)}; error point {key!r} with layout "
+                    f"{self.layout!r} needs ({out_dim}, {n_cols})"
+                )
+            matrix = self._given.detach().float().cpu().clone()
+        elif self._given is not None:  # one matrix per feedback point
             missing = [n for n in unique if n not in self._given]
             if missing:
                 raise KeyError(f"no feedback matrix was given for feedback point(s) {missing}")
@@ -79,27 +109,20 @@ class FeedbackMatrices:
                 blocks.append(b.detach().float().cpu())
                 columns[name] = (start, width)
                 start += width
-            return _Layout(torch.cat(blocks, dim=1), columns)
-
-        widest = max(unique.values())
-        if self.layout == "shared":
-            n_cols = widest
-            columns = {name: (0, width) for name, width in unique.items()}
+            matrix = torch.cat(blocks, dim=1)
         else:
-            columns, n_cols = {}, 0
-            for name, width in unique.items():
-                columns[name] = (n_cols, width)
-                n_cols += width
+            matrix = self._random(key, out_dim, n_cols)
+        if self.normalize:  # the same rule for given and drawn matrices
+            matrix /= math.sqrt(widest)
+        return _Layout(matrix, columns)
+
+    def _random(self, key: str, out_dim: int, n_cols: int) -> torch.Tensor:
         # One generator per error point, seeded from the run's feedback seed and the point's name, so
         # adding a second error point to a model does not change the first one's matrices.
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + _stable_hash(key))
         if self.distribution == "uniform":
-            matrix = torch.rand(out_dim, n_cols, generator=gen) * 2 - 1
-        else:
-            matrix = torch.randn(out_dim, n_cols, generator=gen)
-        if self.normalize:
-            matrix /= math.sqrt(widest)
-        return _Layout(matrix, columns)
+            return torch.rand(out_dim, n_cols, generator=gen) * 2 - 1
+        return torch.randn(out_dim, n_cols, generator=gen)
 
     # -- projecting ----------------------------------------------------------------------------
     def project(

@@ -32,9 +32,9 @@ class Views:
 
 @dataclass
 class Scene:
-    train: Views
-    val: Views
-    test: Views
+    train: Views | None  # None: a split the caller did not ask for (`splits=`)
+    val: Views | None
+    test: Views | None
     near: float
     far: float
     ndc: bool
@@ -66,12 +66,20 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"{path}: unreadable image ({err})") from None
 
 
-def load_blender(folder: Path, downscale: int = 1, white_background: bool = True, testskip: int = 8) -> Scene:
-    """transforms_{train,val,test}.json and their PNGs; frames whose PNG is absent are skipped (logged)."""
+SPLITS = ("train", "val", "test")
+
+
+def load_blender(folder: Path, downscale: int = 1, white_background: bool = True, testskip: int = 8,
+                 near: float = 2.0, far: float = 6.0, splits: tuple[str, ...] = SPLITS) -> Scene:
+    """transforms_{train,val,test}.json and their PNGs; frames whose PNG is absent are skipped (logged).
+
+    Only the views of `splits` are read (the others are None): evaluating a model needs only the test views.
+    Rays are sampled between `near` and `far` (NeRF's 2 and 6 for the synthetic scenes).
+    """
     if not folder.is_dir():
         raise DataError(f"{folder} not found (a nerf_synthetic scene folder with transforms_*.json)")
-    splits = {}
-    for split in ("train", "val", "test"):
+    loaded: dict[str, Views | None] = dict.fromkeys(SPLITS)
+    for split in splits:
         meta_path = folder / f"transforms_{split}.json"
         try:
             meta = json.loads(meta_path.read_text())
@@ -91,9 +99,9 @@ def load_blender(folder: Path, downscale: int = 1, white_background: bool = True
         images = np.stack([_read_png(folder / (f["file_path"] + ".png"), (w, h), white_background) for f in present])
         poses = np.stack([np.array(f["transform_matrix"], dtype=np.float32) for f in present])
         focal = 0.5 * w / np.tan(0.5 * float(meta["camera_angle_x"]))
-        splits[split] = Views(torch.from_numpy(images), torch.from_numpy(poses), h, w, float(focal),
+        loaded[split] = Views(torch.from_numpy(images), torch.from_numpy(poses), h, w, float(focal),
                               [f["file_path"] for f in present])
-    return Scene(splits["train"], splits["val"], splits["test"], near=2.0, far=6.0, ndc=False,
+    return Scene(loaded["train"], loaded["val"], loaded["test"], near=float(near), far=float(far), ndc=False,
                  white_background=white_background)
 
 
@@ -113,10 +121,15 @@ def average_pose(poses: np.ndarray) -> np.ndarray:
     return _look_at(poses[:, :3, 2].sum(0), poses[:, :3, 1].sum(0), poses[:, :3, 3].mean(0))
 
 
-def load_llff(folder: Path, factor: int = 4, llffhold: int = 8, bd_factor: float = 0.75, downscale: int = 1) -> Scene:
+def load_llff(folder: Path, factor: int = 4, llffhold: int = 8, bd_factor: float = 0.75, downscale: int = 1,
+              ndc: bool = True, near: float | None = None, far: float | None = None,
+              splits: tuple[str, ...] = SPLITS) -> Scene:
     """poses_bounds.npy and images_<factor>/; every `llffhold`-th view is held out for test (and val).
 
-    `downscale` shrinks the images_<factor> images further (for CPU-sized runs).
+    `downscale` shrinks the images_<factor> images further (for CPU-sized runs). With `ndc` (NeRF's choice
+    for forward-facing scenes) rays are sampled in normalized device coordinates, by default between 0
+    and 1 there; without it, by default between 0.9 x the nearest and the farthest depth bound (as NeRF's
+    code does). Only the images of `splits` are read (the poses of all views are always used).
     """
     pb_path = folder / "poses_bounds.npy"
     if not pb_path.is_file():
@@ -146,18 +159,24 @@ def load_llff(folder: Path, factor: int = 4, llffhold: int = 8, bd_factor: float
     if abs(h - full_h / factor) > 1 or abs(w - full_w / factor) > 1:
         raise DataError(f"{image_dir}: images are {w}x{h}, expected about {full_w / factor:.0f}x{full_h / factor:.0f}")
     w, h = w // downscale, h // downscale
-    images = np.stack([_read_png(p, (w, h), False) for p in paths])
     focal = float(full_focal) / factor * w / (full_w / factor)
     test_ids = set(range(0, len(paths), llffhold))
     names = [p.name for p in paths]
 
     def views(ids):
         ids = sorted(ids)
-        return Views(torch.from_numpy(images[ids]), torch.from_numpy(poses[ids]), h, w, focal, [names[i] for i in ids])
+        images = np.stack([_read_png(paths[i], (w, h), False) for i in ids])
+        return Views(torch.from_numpy(images), torch.from_numpy(poses[ids]), h, w, focal, [names[i] for i in ids])
 
-    held = views(test_ids)
-    return Scene(views(set(range(len(paths))) - test_ids), held, held, near=0.0, far=1.0, ndc=True,
-                 white_background=False)
+    held = views(test_ids) if "test" in splits or "val" in splits else None
+    train = views(set(range(len(paths))) - test_ids) if "train" in splits else None
+    if ndc:
+        near, far = 0.0 if near is None else near, 1.0 if far is None else far
+    else:
+        near = float(bounds.min()) * 0.9 if near is None else near
+        far = float(bounds.max()) if far is None else far
+    return Scene(train, held if "val" in splits else None, held if "test" in splits else None,
+                 near=float(near), far=float(far), ndc=ndc, white_background=False)
 
 
 def pixel_rays(height: int, width: int, focal: float, pose: torch.Tensor, ys: torch.Tensor,

@@ -7,8 +7,14 @@ Feedback points sit after every trunk layer, the feature layer and the view-dire
 paper's DFAFlexibleNeRFModel. The error point is the raw 4-vector (rgb, sigma) of every sample point, so
 e is the gradient of the photometric loss through the volume renderer.
 
-`layers=8, skip=4` is the intended NeRF; `layers=4, skip=null` is what the paper's code ran (its configs'
-layer count was ignored): `model=nerf` and `model=nerf_as_run`.
+`layers=8, skip=4` is the intended NeRF (`model=nerf`). `model=nerf_as_run` is exactly the architecture
+of the paper's published DFA models (read from their checkpoints' tensor shapes): `layers=4, skip=null,
+width=128`, their model's constructor defaults (their configs say 8 or 4 layers of 256; the layer count
+was never passed to the model), and `feature_relu=true`: the authors' DFAFlexibleNeRFModel puts a ReLU on the feature
+layer (feat = relu(fc_feat(h)), its feedback point after the ReLU), where the original NeRF's feature
+layer is linear. 84,548 parameters per network. Their checkpoints load into it through
+`dfa_bench.nerf_published` (which also reorders the encoding's columns: theirs interleave sin and cos per
+frequency, ours put all sines before all cosines).
 """
 from __future__ import annotations
 
@@ -28,9 +34,10 @@ def positional_encoding(x: torch.Tensor, frequencies: int) -> torch.Tensor:
 
 class NeRFMLP(nn.Module):
     def __init__(self, layers: int = 8, width: int = 256, skip: int | None = 4, xyz_frequencies: int = 10,
-                 dir_frequencies: int = 4) -> None:
+                 dir_frequencies: int = 4, feature_relu: bool = False) -> None:
         super().__init__()
         self.xyz_frequencies, self.dir_frequencies, self.skip = xyz_frequencies, dir_frequencies, skip
+        self.feature_relu = feature_relu
         xyz_dim, dir_dim = 3 + 6 * xyz_frequencies, 3 + 6 * dir_frequencies
         self.trunk = nn.ModuleList()
         for i in range(layers):
@@ -55,7 +62,8 @@ class NeRFMLP(nn.Module):
                 h = torch.cat([x_enc, h], dim=-1)
             h = point(F.relu(layer(h)))
         sigma = self.sigma(h)
-        feature = self.feature_point(self.feature(h))
+        feature = self.feature(h)
+        feature = self.feature_point(F.relu(feature) if self.feature_relu else feature)
         v = self.view_point(F.relu(self.view(torch.cat([feature, d_enc], dim=-1))))
         return self.raw(torch.cat([self.rgb(v), sigma], dim=-1))
 
@@ -64,7 +72,7 @@ class NeRF(nn.Module):
     """The coarse and the fine network (each with its own error point)."""
 
     def __init__(self, layers: int, width: int, skip: int | None, xyz_frequencies: int, dir_frequencies: int,
-                 fine: bool = True) -> None:
+                 fine: bool = True, feature_relu: bool = False) -> None:
         super().__init__()
-        self.coarse = NeRFMLP(layers, width, skip, xyz_frequencies, dir_frequencies)
-        self.fine = NeRFMLP(layers, width, skip, xyz_frequencies, dir_frequencies) if fine else None
+        self.coarse = NeRFMLP(layers, width, skip, xyz_frequencies, dir_frequencies, feature_relu)
+        self.fine = NeRFMLP(layers, width, skip, xyz_frequencies, dir_frequencies, feature_relu) if fine else None
