@@ -104,8 +104,8 @@ def _main(cfg: DictConfig) -> None:
         _check_overrides(cfg, list(hc.overrides.task))
         if cfg.mode in ("sample", "eval"):
             _use_checkpoint(cfg)
-            if fresh:
-                _remove_fresh(out_dir)  # these modes train nothing: no run folder
+            if _is_fresh(out_dir):
+                _remove_fresh(out_dir)  # the mode wrote nothing there (e.g. NeRF eval writes beside its checkpoint)
             return
         from dfa_bench.runner import run
 

@@ -81,6 +81,18 @@ def expand(overrides: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
+def _sweeper_params(overrides: list[str]) -> list[str]:
+    """The sweep an experiment file declares (`hydra.sweeper.params`), for the keys the command leaves."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = [text for text, o in zip(overrides, parsed) if not o.is_sweep_override()]
+    cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True)
+    given = {o.get_key_element() for o in parsed}
+    return [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items() if k not in given]
+
+
 def target_jobs(root: Path) -> list[Job]:
     from hydra import compose, initialize_config_dir
 
@@ -89,7 +101,8 @@ def target_jobs(root: Path) -> list[Job]:
         for target in sweep_targets(root / "Makefile"):
             for command in target_commands(target, root):
                 folder = next(o.split("=", 1)[1] for o in command if o.startswith("hydra.sweep.dir="))
-                for job in expand([o for o in command if not o.startswith("hydra.")]):
+                overrides = [o for o in command if not o.startswith("hydra.")]
+                for job in expand(overrides + _sweeper_params(overrides)):
                     cfg = compose(config_name="config", overrides=job)
                     jobs.append(Job(target, folder, job, OmegaConf.to_container(cfg, resolve=True)))
     return jobs

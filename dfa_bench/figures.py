@@ -8,6 +8,8 @@
   of the narrow layer, beside the companion paper's published CIFAR-10 values (`published_bottleneck.csv`).
 - `tsne-<dataset>-<model>.png`: the t-SNE panels (`task.tsne=true`, the paper's Figure 2) of one seed per
   method side by side.
+- `nerf-<scene>-<model>.png`: the first test view's ground truth | render of one seed per method, one row
+  per method.
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ FEEDBACK_METHODS = ("dfa", "fa", "drtp", "random_feedback")
 def is_feedback_method(methods: pd.Series) -> pd.Series:
     """Which table method labels (e.g. "random_feedback (noise)") name a method that measures alignment."""
     return methods.str.split(" ").str[0].isin(FEEDBACK_METHODS)
+
+
+def model_label(model: str, variant: str) -> str:
+    """How tables and figures name a model run in a variant: "transformer (macro adam lr=0.001 b2=0.999)"."""
+    return f"{model} ({variant})" if variant else model
 
 
 def _alignment_series(run_dir: Path) -> pd.DataFrame:
@@ -52,7 +59,8 @@ def alignment_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
         return []
     done = runs[is_feedback_method(runs["method"]) & (runs["status"] == "completed")]
     written = []
-    for (task, dataset, model, method), g in done.groupby(["task", "dataset", "model", "method"]):
+    for (task, dataset, model, variant, method), g in done.groupby(["task", "dataset", "model", "variant", "method"]):
+        model = model_label(model, variant)
         series = [s for s in (_alignment_series(Path(p)) for p in g["path"]) if not s.empty]
         if not series:
             continue
@@ -90,7 +98,7 @@ def bottleneck_runs(runs: pd.DataFrame) -> pd.DataFrame:
             continue
         row = {"dataset": r["dataset"], "mode": bottleneck.get("mode", "mask"), "layer": bottleneck.get("layer"),
                "size": int(bottleneck["size"]), "seed": r["seed"],
-               "train_acc": r.get("metric.last_train_acc"), "test_acc": r.get("metric.last_test_acc")}
+               "train_acc": r.get("metric.train_acc"), "test_acc": r.get("metric.test_acc")}  # at the best val epoch
         row.update({k.removeprefix("align/sample_cos/"): r[k] for k in r.index
                     if k.startswith("align/sample_cos/") and pd.notna(r[k])})
         rows.append(row)
@@ -131,7 +139,7 @@ def bottleneck_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
                      label=f"{column.replace('_acc', '')}, paper (CIFAR-10)")
         acc.set_xscale("log")
         acc.set_xlabel("bottleneck width b")
-        acc.set_ylabel("accuracy at the end of training (%)")
+        acc.set_ylabel("accuracy at the epoch of best validation accuracy (%)")
         acc.legend(fontsize=7, loc="best")
         written.append(save_figure(fig, out / f"bottleneck-{dataset}-{mode}.png"))
     return written
@@ -150,26 +158,40 @@ def bottleneck_table(runs: pd.DataFrame) -> str | None:
     return g.to_markdown(index=False)
 
 
-def tsne_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
-    """Per (dataset, model): the tsne.png of the lowest seed of every method, side by side."""
+def _panels(runs: pd.DataFrame, image: str, per_row: int, size: tuple[float, float], name: str,
+            out: Path) -> list[Path]:
+    """Per (dataset, model): the `image` (a path in the run folder) of the lowest seed of every method,
+    `per_row` panels to a row, titled by method, in one figure `<name>-<dataset>-<model>.png`."""
     if runs.empty:
         return []
-    have = runs[(runs["status"] == "completed") & runs["path"].map(lambda p: (Path(p) / "tsne.png").exists())]
+    have = runs[(runs["status"] == "completed") & runs["path"].map(lambda p: (Path(p) / image).exists())]
     order = {m: i for i, m in enumerate(dict.fromkeys(("bp", "dfa", "shallow", *FEEDBACK_METHODS)))}
     written = []
     for (dataset, model), g in have.groupby(["dataset", "model"]):
         g = g.sort_values("seed").drop_duplicates("method")
-        g = g.sort_values("method", key=lambda s: s.map(lambda m: order.get(m, 99)))
+        g = g.sort_values("method", key=lambda s: s.map(lambda m: order.get(m.split(" ")[0], 99)))
         plt = pyplot()
-        cols = min(3, len(g))
+        cols = min(per_row, len(g))
         rows = -(-len(g) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 4.6 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
         for ax in axes.flat:
             ax.set_axis_off()
         for ax, (_, r) in zip(axes.flat, g.iterrows()):
-            ax.imshow(plt.imread(Path(r["path"]) / "tsne.png"))
-        written.append(save_figure(fig, out / f"tsne-{dataset}-{_safe(model)}.png"))
+            ax.imshow(plt.imread(Path(r["path"]) / image))
+            ax.set_title(r["method"], fontsize=9)
+        written.append(save_figure(fig, out / f"{name}-{dataset}-{_safe(model)}.png"))
     return written
+
+
+def tsne_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Per (dataset, model): the tsne.png of the lowest seed of every method, three to a row."""
+    return _panels(runs, "tsne.png", 3, (4.5, 4.6), "tsne", out)
+
+
+def nerf_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Per (scene, model): the first test view, ground truth | render, one row per method."""
+    return _panels(runs[runs["task"] == "nerf"] if not runs.empty else runs,
+                   "renders/test_000_truth_vs_render.png", 1, (6.0, 3.2), "nerf", out)
 
 
 def _safe(text: str) -> str:
@@ -177,7 +199,8 @@ def _safe(text: str) -> str:
 
 
 def all_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
-    return alignment_figures(runs, out) + bottleneck_figures(runs, out) + tsne_figures(runs, out)
+    return (alignment_figures(runs, out) + bottleneck_figures(runs, out) + tsne_figures(runs, out)
+            + nerf_figures(runs, out))
 
 
 

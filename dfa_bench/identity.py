@@ -29,9 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from dfa_bench import __version__
 
-# Keys that do not change what a run computes: where files are, how it reports, how it is scheduled.
+# Keys that do not change what a run computes: where files are, how it reports, how it is scheduled, which
+# extra artefacts it draws (task.tsne: a t-SNE figure of the trained hidden layer).
 RUN_LOCAL = ("resume", "progress", "threads", "logger", "device", "data_root", "cache_root", "checkpoint",
-             "checkpoint_every", "mode")
+             "checkpoint_every", "mode", "task.tsne")
 # Also left out of the identity (but compared on resumption): the seed, which makes a run one sample of
 # its experiment.
 NOT_IDENTITY = (*RUN_LOCAL, "seed")
@@ -55,8 +56,12 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def comparable(config: DictConfig | Mapping, drop: tuple[str, ...] = NOT_IDENTITY) -> dict:
-    """The config without the top-level keys in `drop`."""
-    return {k: v for k, v in _container(config).items() if k not in drop}
+    """The config without the keys in `drop` (top-level names, or dotted paths such as "task.tsne")."""
+    def prune(d: Mapping, prefix: str) -> dict:
+        return {k: prune(v, f"{prefix}{k}.") if isinstance(v, Mapping) else v
+                for k, v in d.items() if f"{prefix}{k}" not in drop}
+
+    return prune(_container(config), "")
 
 
 def config_id(config: DictConfig | Mapping) -> str:

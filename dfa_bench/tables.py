@@ -33,7 +33,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from dfa_bench import files, identity
-from dfa_bench.figures import all_figures, bottleneck_table, is_feedback_method
+from dfa_bench.figures import all_figures, bottleneck_table, is_feedback_method, model_label
 
 METHOD_ORDER = ["bp", "dfa", "shallow", "fa", "drtp", "random_feedback"]
 MAIN_METHODS = ("bp", "dfa", "shallow")
@@ -100,10 +100,12 @@ def read_runs(results: Path) -> pd.DataFrame:
             print(f"dfa-bench-tables: skipping unreadable {path}: {err}", file=sys.stderr)
             continue
         config = _config_of(path)
-        config_id = s.get("config_id") or (identity.config_id(config) if config else str(path.parent))
+        # Recomputed from config.yaml, so that every run is grouped by today's definition of the identity.
+        config_id = identity.config_id(config) if config else s.get("config_id") or str(path.parent)
         configs.setdefault(config_id, config)
         row = {k: s.get(k) for k in ("task", "dataset", "model", "method", "seed", "status", "finished")}
         row["config_id"] = config_id
+        row["task_variant"] = s.get("variant") or ""  # what the task says distinguishes the run (e.g. LM optimizer)
         if s.get("method_variant"):  # e.g. random_feedback (noise)
             row["method"] = f"{row['method']} ({s['method_variant']})"
         row.update({f"metric.{k}": v for k, v in (s.get("metrics") or {}).items()})
@@ -117,24 +119,25 @@ def read_runs(results: Path) -> pd.DataFrame:
     runs = runs.sort_values(["completed", "finished"], na_position="first")
     runs = runs.drop_duplicates(["config_id", "seed"], keep="last").reset_index(drop=True)
     runs["variant"] = variant_labels(runs, configs)
-    return runs.drop(columns="completed")
+    return runs.drop(columns=["completed", "task_variant"])
 
 
 def _short(key: str) -> str:
     parts = key.split(".")
-    return ".".join(parts[3:]) if parts[:2] == ["model", "settings"] and len(parts) > 3 else key
+    return ".".join(parts[2:]) if parts[:2] == ["model", "settings"] and len(parts) > 3 else key
 
 
 def variant_labels(runs: pd.DataFrame, configs: dict[str, dict | None]) -> pd.Series:
-    """Per run, "" or the keys (and values) in which its config differs from the other configs of the same
-    (task, model, method) once the dataset is set aside: what names its table row."""
+    """Per run, what names its table row beside the model: the task's own variant (e.g. the LM's placement
+    and optimizer), then the keys (and values) in which its config differs from the other configs of the
+    same (task, model, method, task variant) once the dataset is set aside; "" when nothing differs."""
     def without_dataset(config_id: str) -> dict:
         config = configs.get(config_id) or {}
         return {k: v for k, v in identity.flatten(identity.comparable(config)).items()
                 if not k.startswith(("dataset.", "scene."))}
 
-    labels = pd.Series("", index=runs.index, dtype=object)
-    for _, g in runs.groupby(["task", "model", "method"]):
+    labels = runs["task_variant"].astype(object).copy()
+    for _, g in runs.groupby(["task", "model", "method", "task_variant"]):
         flat = {cid: without_dataset(cid) for cid in g["config_id"].unique()}
         distinct = {json.dumps(f, sort_keys=True, default=str): f for f in flat.values()}
         if len(distinct) < 2:
@@ -142,7 +145,8 @@ def variant_labels(runs: pd.DataFrame, configs: dict[str, dict | None]) -> pd.Se
         keys = sorted({k for f in distinct.values() for k in f
                        if len({json.dumps(d.get(k), default=str) for d in distinct.values()}) > 1})
         for i, cid in zip(g.index, g["config_id"]):
-            labels[i] = ", ".join(f"{_short(k)}={flat[cid].get(k, 'absent')}" for k in keys)
+            differs = ", ".join(f"{_short(k)}={flat[cid].get(k, 'absent')}" for k in keys)
+            labels[i] = f"{labels[i]}; {differs}" if labels[i] else differs
     return labels
 
 
@@ -207,7 +211,7 @@ def _column(dataset: str, metric: str, spec: TableSpec) -> str:
 
 
 def wide(tidy: pd.DataFrame, refs: pd.DataFrame, spec: TableSpec, methods) -> tuple[pd.DataFrame, list[str]]:
-    """Rows = model [variant] x method, columns = dataset (x metric); published rows beneath ours."""
+    """Rows = model (variant) x method, columns = dataset (x metric); published rows beneath ours."""
     tidy = tidy[tidy["method"].str.split(" ").str[0].isin(methods)]
     refs = refs[(refs["task"] == spec.task) & refs["metric"].isin(spec.metrics) & refs["method"].isin(methods)]
     if tidy.empty:
@@ -218,7 +222,7 @@ def wide(tidy: pd.DataFrame, refs: pd.DataFrame, spec: TableSpec, methods) -> tu
     sources = sorted(refs["source"].unique())
     rows: dict[tuple[str, str], dict[str, str]] = {}
     for _, r in tidy.iterrows():
-        model = f"{r['model']} [{r['variant']}]" if r["variant"] else r["model"]
+        model = model_label(r["model"], r["variant"])
         rows.setdefault((model, r["method"]), {})[_column(r["dataset"], r["metric"], spec)] = _cell(
             r, spec.digits, usual_n)
     ours = sorted(rows, key=lambda k: (k[0], _method_rank(k[1])))
@@ -239,7 +243,7 @@ def group_means(tidy: pd.DataFrame, spec: TableSpec) -> str:
     """Table 1 style: per method, the mean over a group's scenes of the per-scene means (scenes counted)."""
     rows = []
     for (model, variant, method), g in tidy.groupby(["model", "variant", "method"]):
-        row = {"model": f"{model} [{variant}]" if variant else model, "method": method}
+        row = {"model": model_label(model, variant), "method": method}
         for name, members in spec.groups:
             for metric in spec.metrics:
                 sel = g[g["dataset"].isin(members) & (g["metric"] == metric) & (g["n"] > 0)]
@@ -268,7 +272,7 @@ def write_table(spec: TableSpec, runs: pd.DataFrame, out: Path) -> Path | None:
         if table.empty:
             continue
         notes = "\n".join(f"[{i + 1}] {s}" for i, s in enumerate(sources))
-        sections.append((f"## {heading}\n\n" if heading else "") + table.reset_index().to_markdown(index=False)
+        sections.append((f"## {heading}\n\n" if heading else "") + table.reset_index().to_markdown(index=False, disable_numparse=True)
                         + ("\n\n" + notes if notes else ""))
         latex.append(table.to_latex(caption=f"{spec.title}{': ' + heading if heading else ''}",
                                     label=f"tab:{spec.name}{'-ext' if heading else ''}").replace("±", r"$\pm$")
@@ -300,7 +304,7 @@ def write_alignment_table(runs: pd.DataFrame, out: Path) -> Path | None:
         for col in cols:
             values = g[col].dropna().astype(float)
             if len(values):
-                rows.append({"task": task, "dataset": dataset, "model": f"{model} [{variant}]" if variant else model,
+                rows.append({"task": task, "dataset": dataset, "model": model_label(model, variant),
                              "method": method, "layer": col.removeprefix("align/param/"),
                              "angle (deg)": f"{values.mean():.1f} ± {values.std(ddof=1):.1f}" if len(values) > 1
                              else f"{values.mean():.1f}", "n": len(values)})

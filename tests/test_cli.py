@@ -39,12 +39,24 @@ def test_unknown_choice_lists_the_valid_ones(cli_env, tmp_path):
 
 
 def test_missing_dataset_file_is_one_clear_message(cli_env, tmp_path):
+    """PubMed without ind.pubmed.allx (as in ../shared/data): one message naming the file and its URL.
+
+    The data root is a copy of the real PubMed folder (links) without that file, so the test asserts
+    whether or not the real data root has it.
+    """
     pubmed = require("planetoid", "PubMed", "raw")
-    if (pubmed / "ind.pubmed.allx").exists():
-        return  # nothing is missing in this data root
-    p = _run(["dfa-bench", "dataset=pubmed", f"hydra.run.dir={tmp_path / 'run'}"], cli_env, tmp_path)
-    assert p.returncode == 2
-    assert "ind.pubmed.allx missing" in p.stderr + p.stdout
+    raw = tmp_path / "data" / "planetoid" / "PubMed" / "raw"
+    raw.mkdir(parents=True)
+    for f in pubmed.iterdir():
+        if f.name != "ind.pubmed.allx":
+            (raw / f.name).symlink_to(f.resolve())
+    env = {**cli_env, "DFA_BENCH_DATA": str(tmp_path / "data")}
+    p = _run(["dfa-bench", "dataset=pubmed", f"hydra.run.dir={tmp_path / 'run'}"], env, tmp_path)
+    out = p.stderr + p.stdout
+    assert p.returncode == 2, out
+    assert "ind.pubmed.allx missing" in out
+    assert "https://github.com/kimiyoung/planetoid/raw/master/data/ind.pubmed.allx" in out
+    assert "ind.pubmed.x " not in out and "ind.pubmed.graph missing" not in out  # only the absent file is named
     assert "Traceback" not in p.stderr
 
 
@@ -58,12 +70,14 @@ def test_sweep_then_table(cli_env, tmp_path):
     t = _run(["dfa-bench-tables", "--results", str(results)], cli_env, tmp_path)
     assert t.returncode == 0, t.stderr
     md = (results / "tables" / "graph.md").read_text()
-    assert "cora bp" in md and "cora dfa" in md and "(n=1)" in md
-    assert "Kipf & Welling 2017" in md
+    assert md.splitlines()[4].replace(" ", "") == "|model|method|Cora|"  # rows model x method, datasets as columns
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]) for line in md.splitlines() if line.startswith("| gcn")}
+    assert ("gcn", "bp") in rows and ("gcn", "dfa") in rows and ("gcn", "bp, published [1]") in rows
+    assert "mean ± std over 1 seed" in md and "Kipf & Welling 2017" in md
     tex = (results / "tables" / "graph.tex").read_text()
     assert r"\begin{tabular}" in tex
     csv = (results / "tables" / "graph.csv").read_text().splitlines()
-    assert csv[0] == "dataset,model,method,metric,mean,std,n,diverged,failed" and len(csv) == 3
+    assert csv[0] == "dataset,model,variant,method,metric,mean,std,n,diverged,failed,config_id" and len(csv) == 3
 
 
 def test_wandb_offline_logger(cli_env, tmp_path):

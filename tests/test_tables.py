@@ -1,68 +1,126 @@
-"""The table builder on hand-made summaries: aggregation, deduplication, diverged runs."""
+"""The table builder on hand-made run folders: identity grouping, layout, what counts as a seed."""
+from pathlib import Path
+
+import yaml
 
 from dfa_bench.files import write_json
-from dfa_bench.tables import TABLES, aggregate, read_runs, write_table
+from dfa_bench.tables import TABLES, aggregate, read_runs, write_alignment_table, write_table
+
+GRAPH = TABLES[0]
 
 
-def _summary(path, seed, method, acc, status="completed", finished="2026-01-01T00:00:00"):
+def _run(path: Path, seed: int, method: str, value, status="completed", finished="2026-01-01T00:00:00",
+         task="gcn", dataset="cora", model="gcn", metrics=None, lr=0.01, **extra):
+    """A run folder: config.yaml (what makes its identity) and summary.json."""
+    config = {"task": {"name": task}, "dataset": {"name": dataset}, "model": {"name": model, "settings": {
+        method: {"lr": lr}}}, "method": {"name": method}, "seed": seed, "data_root": str(path)}
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
     write_json(path / "summary.json", {
-        "task": "gcn", "dataset": "cora", "model": "gcn", "method": method, "seed": seed, "status": status,
-        "finished": finished, "metrics": {"test_acc": acc} if status == "completed" else {}})
+        "task": task, "dataset": dataset, "model": model, "method": method, "seed": seed, "status": status,
+        "finished": finished, "metrics": (metrics or {"test_acc": value}) if status == "completed" else {}, **extra})
 
 
-def test_mean_std_count_and_diverged(tmp_path):
+def _rows(md: str) -> dict[tuple[str, str], list[str]]:
+    """(model, method) -> the cells of the first markdown table."""
+    rows = {}
+    for line in md.split("## ")[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 2 and not set(cells[0]) <= set(":-") and cells[0] != "model":
+            rows[(cells[0], cells[1])] = cells[2:]
+    return rows
+
+
+def test_cells_count_completed_seeds_only(tmp_path):
     for seed, acc in enumerate([0.80, 0.82, 0.84]):
-        _summary(tmp_path / f"bp{seed}", seed, "bp", acc)
-    _summary(tmp_path / "dfa0", 0, "dfa", 0.7)
-    _summary(tmp_path / "dfa1", 1, "dfa", None, status="diverged")
-    # the same configuration and seed run again later: the later one counts
-    _summary(tmp_path / "bp0-again", 0, "bp", 0.90, finished="2026-02-01T00:00:00")
-    # a run moved aside by resume=false is not read
-    _summary(tmp_path / "bp3" / "replaced-2026-01-01_00-00-00", 3, "bp", 0.10)
+        _run(tmp_path / f"bp{seed}", seed, "bp", acc)
+    _run(tmp_path / "dfa0", 0, "dfa", 0.7)
+    _run(tmp_path / "dfa1", 1, "dfa", None, status="diverged")
+    _run(tmp_path / "dfa2", 2, "dfa", None, status="failed")
+    _run(tmp_path / "dfa3", 3, "dfa", None, status="interrupted")
+    _run(tmp_path / "bp0-again", 0, "bp", 0.90, finished="2026-02-01T00:00:00")  # a later run of a (config, seed)
+    _run(tmp_path / "bp3" / "replaced-2026-01-01_00-00-00", 3, "bp", 0.10)  # moved aside by resume=false
     runs = read_runs(tmp_path)
-    tidy = aggregate(runs, TABLES[0]).set_index("method")
-    assert set(tidy["metric"]) == {"test_acc"}
-    assert tidy.loc["bp", "n"] == 3
-    assert abs(tidy.loc["bp", "mean"] - 100 * (0.90 + 0.82 + 0.84) / 3) < 1e-9
-    assert tidy.loc["dfa", "n"] == 1 and tidy.loc["dfa", "diverged"] == 1
-    md = write_table(TABLES[0], runs, tmp_path / "tables").read_text()
-    assert "85.3 ± 4.2 (n=3)" in md
-    assert "70.0 (n=1) [1 diverged]" in md
-    assert "81.5 [1]" in md  # Kipf & Welling's published value beside ours
+    tidy = aggregate(runs, GRAPH).set_index("method")
+    assert tidy.loc["bp", "n"] == 3 and abs(tidy.loc["bp", "mean"] - 100 * (0.90 + 0.82 + 0.84) / 3) < 1e-9
+    assert tidy.loc["dfa", "n"] == 1 and tidy.loc["dfa", "diverged"] == 1 and tidy.loc["dfa", "failed"] == 2
+    md = write_table(GRAPH, runs, tmp_path / "tables").read_text()
+    rows = _rows(md)
+    assert rows[("gcn", "bp")][0] == "85.3 ± 4.2"  # the usual n (3) is in the caption, not in the cell
+    assert rows[("gcn", "dfa")][0] == "70.0 (n=1) [1 diverged]"
+    assert "mean ± std over 3 seeds" in md and "Not counted: 2 failed or interrupted run(s)." in md
 
 
-def test_two_metric_table_with_published_values_of_another_dataset(tmp_path):
+def test_layout_paper_order_published_rows_beneath_and_extensions(tmp_path):
+    for dataset in ("citeseer", "cora"):
+        for method in ("shallow", "bp", "dfa", "fa"):
+            for seed in range(2):
+                _run(tmp_path / f"{dataset}-{method}-{seed}", seed, method, 0.5 + seed / 10, dataset=dataset)
+    md = write_table(GRAPH, read_runs(tmp_path), tmp_path / "tables").read_text()
+    main, extensions = md.split("## Extensions: other training methods")
+    header = next(line for line in main.splitlines() if line.startswith("| model"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["model", "method", "Cora", "CiteSeer", "PubMed"]
+    assert list(_rows(main)) == [("gcn", "bp"), ("gcn", "dfa"), ("gcn", "shallow"), ("gat", "bp, published [2]"),
+                                 ("gcn", "bp, published [1]")]
+    assert _rows(main)[("gcn", "bp, published [1]")] == ["81.5", "70.3", "79.0"]
+    assert "| gcn     | fa " in extensions and "| gcn     | bp " not in extensions
+
+
+def test_runs_of_different_configs_never_share_a_cell(tmp_path):
     for seed in range(2):
-        write_json(tmp_path / f"r{seed}" / "summary.json", {
-            "task": "recsys", "dataset": "criteo_sample", "model": "deepfm", "method": "dfa", "seed": seed,
-            "status": "completed", "finished": "x", "metrics": {"test_auc": 0.7 + seed / 100, "test_logloss": 0.5}})
+        _run(tmp_path / f"a{seed}", seed, "dfa", 0.70, lr=0.01)
+        _run(tmp_path / f"b{seed}", seed, "dfa", 0.50, lr=0.001)
+    rows = _rows(write_table(GRAPH, read_runs(tmp_path), tmp_path / "tables").read_text())
+    assert rows[("gcn (dfa.lr=0.01)", "dfa")][0] == "70.0 ± 0.0"
+    assert rows[("gcn (dfa.lr=0.001)", "dfa")][0] == "50.0 ± 0.0"
+
+
+def test_regenerating_unchanged_runs_gives_the_same_files(tmp_path):
+    for seed in range(2):
+        _run(tmp_path / f"r{seed}", seed, "bp", 0.8 + seed / 100)
+    first = write_table(GRAPH, read_runs(tmp_path), tmp_path / "tables").read_text()
+    second = write_table(GRAPH, read_runs(tmp_path), tmp_path / "tables").read_text()
+    assert first == second and "202" not in first  # no date in the table
+
+
+def test_recsys_sample_cells_are_marked_not_comparable(tmp_path):
+    for seed in range(2):
+        _run(tmp_path / f"r{seed}", seed, "dfa", None, task="recsys", dataset="criteo_sample", model="deepfm",
+             metrics={"test_auc": 0.7 + seed / 100, "test_logloss": 0.5})
     spec = next(t for t in TABLES if t.name == "recsys")
     md = write_table(spec, read_runs(tmp_path), tmp_path / "tables").read_text()
-    assert "criteo_sample dfa auc" in md and "criteo_sample dfa logloss" in md
-    assert "0.7050 ± 0.0071 (n=2)" in md
-    assert "criteo dfa auc (published)" in md and "0.7956 [1]" in md
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert "Criteo auc" in header and "Criteo 10k-row sample† auc" in header
+    assert "† Not comparable with the published full-Criteo values" in md
+    assert _rows(md)[("deepfm", "dfa")][2] == "0.7050 ± 0.0071"
+    assert _rows(md)[("deepfm", "dfa, published [1]")][0] == "0.7956"
+
+
+def test_lm_lower_bound_is_shown_as_such(tmp_path):
+    _run(tmp_path / "r", 0, "shallow", None, task="lm", dataset="wikitext2", model="transformer",
+         metrics={"val_ppl": 120.0, "test_ppl": 115.0})
+    spec = next(t for t in TABLES if t.name == "lm")
+    md = write_table(spec, read_runs(tmp_path), tmp_path / "tables").read_text()
+    published = _rows(md)[("transformer (schedule lr=0.0001 b2=0.999)", "shallow, published [1]")]
+    assert published[0] == ">400.0"
 
 
 def test_nerf_table_has_per_scene_and_group_means(tmp_path):
     for scene, value in (("lego", 20.0), ("fern", 18.0)):
-        write_json(tmp_path / scene / "summary.json", {
-            "task": "nerf", "dataset": scene, "model": "nerf", "method": "dfa", "seed": 0, "status": "completed",
-            "finished": "x", "metrics": {"test_psnr": value, "test_ssim": 0.5}})
+        _run(tmp_path / scene, 0, "dfa", None, task="nerf", dataset=scene, model="nerf",
+             metrics={"test_psnr": value, "test_ssim": 0.5})
     spec = next(t for t in TABLES if t.name == "nerf")
     md = write_table(spec, read_runs(tmp_path), tmp_path / "tables").read_text()
-    assert "lego dfa psnr" in md and "20.00 (n=1)" in md
-    assert "lego bp psnr (published)" in md and "32.54 [1]" in md
+    assert "no model selection" in md
+    assert _rows(md)[("nerf", "dfa")][:2] == ["20.00", "0.50"]
+    assert _rows(md)[("nerf", "bp, published [1]")][0] == "32.54"
     assert "20.00 (1/8 scenes)" in md and "18.00 (1/8 scenes)" in md
 
 
 def test_alignment_table_from_dfa_runs(tmp_path):
-    from dfa_bench.tables import write_alignment_table
-
     for seed, angle in enumerate([40.0, 44.0]):
-        write_json(tmp_path / f"r{seed}" / "summary.json", {
-            "task": "gcn", "dataset": "cora", "model": "gcn", "method": "dfa", "seed": seed, "status": "completed",
-            "finished": "x", "metrics": {"test_acc": 0.8},
-            "alignment": {"align/param/conv1.lin.weight": angle, "align/param/conv1.bias": 3.0}})
+        _run(tmp_path / f"r{seed}", seed, "dfa", 0.8,
+             alignment={"align/param/conv1.lin.weight": angle, "align/param/conv1.bias": 3.0})
     md = write_alignment_table(read_runs(tmp_path), tmp_path / "tables").read_text()
     assert "| gcn    | cora      | gcn     | dfa      | conv1.lin.weight | 42.0 ± 2.8    |   2 |" in md
     assert "conv1.bias" not in md
