@@ -5,11 +5,13 @@ BIN := $(VENV)/bin
 # Data root: ../shared/data when it exists (this workplace), else ./data (downloads land there).
 export DFA_BENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: install run test sweep sweep-gae sweep-recsys sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench clean
+.PHONY: install run test check sweep sweep-gae sweep-recsys sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e '.[dev]'
+	@# dfa-bench reads the data root from here when DFA_BENCH_DATA is not set (README, "Data")
+	echo "$(DFA_BENCH_DATA)" > $(VENV)/dfa-bench-data-root
 	touch $@
 
 install: $(VENV)/.installed
@@ -75,8 +77,13 @@ sweep-nerf: install
 	$(BIN)/dfa-bench -m experiment=nerf_tiny scene=lego,fern dataset.downscale=20 method=dfa \
 		task.iterations=2000 task.eval_every=500 hydra.sweep.dir=results/sweeps/tableA5-nerf-cpu-dfa
 
+# The tables, figures and results/README.md from the curated runs in results/sweeps/.
 tables: install
 	$(BIN)/dfa-bench-tables
+
+# Which curated runs are not what their target above makes today (exit 1 if any).
+check: install
+	$(BIN)/dfa-bench-tables --check
 
 bench: install
 	$(BIN)/dfa-bench-bench

@@ -34,7 +34,8 @@ from dfa_bench import files
 from dfa_bench.cli import CONF_DIR
 from dfa_bench.errors import UserError
 from dfa_bench.methods import build_method
-from dfa_bench.runner import resolve_device, seed_everything, training_step
+from dfa_bench.runner import training_step
+from dfa_bench.session import resolve_device, seed_everything
 from dfa_bench.tasks import build_task
 
 METHODS = ("bp", "dfa", "shallow")

@@ -33,7 +33,6 @@ from dfa_bench.distributed import World
 from dfa_bench.errors import ConfigError, DataError, RunDirError
 from dfa_bench.methods import Method, build_method
 from dfa_bench.runlog import RunLog
-from dfa_bench.session import resolve_device, seed_everything  # noqa: F401 (used by bench and tasks)
 from dfa_bench.tasks import build_task
 
 log = logging.getLogger("dfa_bench")

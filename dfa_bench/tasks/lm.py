@@ -261,7 +261,7 @@ class LanguageModelling:
         from tokenizers import Tokenizer
 
         from dfa_bench.models.transformer import TransformerLM
-        from dfa_bench.runner import resolve_device
+        from dfa_bench.session import resolve_device
 
         if not cfg.get("checkpoint"):
             raise ConfigError("mode=sample needs checkpoint=<run directory or its checkpoint.pt>")

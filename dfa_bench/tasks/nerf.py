@@ -269,7 +269,7 @@ class ViewSynthesis:
         an LLFF scene's hold-out (every `llffhold`-th image). See `evaluate_views` for the metrics. Prints
         one line and writes a JSON file (see `_eval_out`); returns the results.
         """
-        from dfa_bench.runner import resolve_device
+        from dfa_bench.session import resolve_device
 
         if not cfg.get("checkpoint"):
             raise ConfigError("mode=eval needs checkpoint=<a run directory, its checkpoint.pt, or a published .ckpt>")
