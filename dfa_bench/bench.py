@@ -35,7 +35,8 @@ from dfa_bench.cli import CONF_DIR
 from dfa_bench.errors import UserError
 from dfa_bench.methods import build_method
 from dfa_bench.runner import training_step
-from dfa_bench.session import resolve_device, seed_everything
+from dfa_bench import session
+from dfa_bench.session import resolve_device
 from dfa_bench.tasks import build_task
 
 METHODS = ("bp", "dfa", "shallow")
@@ -68,11 +69,11 @@ def bench_case(name: str, overrides: list[str], steps: int, warmup: int, methods
                profile: int = 0) -> tuple[list[dict], str]:
     cfg0 = _compose([*overrides, "method=bp"])
     device = resolve_device(str(cfg0.device))
-    precision = str(cfg0.task.get("precision", "fp32")) if device.type == "cuda" else "fp32"
+    precision = session.precision(cfg0, device)  # the label of what session.setup enables below
     runs, unsupported = {}, {}
     for method_name in methods:
         cfg = _compose([*overrides, f"method={method_name}", "alignment.every=0"])
-        seed_everything(int(cfg.seed))
+        session.setup(cfg, device)  # threads, seeds, and TF32 as a run of this config would have them
         task = build_task(cfg, device)
         model = task.build_model().to(device)
         method = build_method(cfg.method, int(cfg.seed)).attach(model)

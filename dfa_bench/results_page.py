@@ -31,7 +31,7 @@ PAGES = [("graph", "Table 3: node classification"), ("gae", "Table 4: graph auto
 
 def gap_sentence(tidy: pd.DataFrame, metric: str, unit: str) -> str:
     """'Ours: DFA − BP = …, DFA − shallow = … (mean over N cells)', over the cells with all three methods."""
-    sel = tidy[(tidy["metric"] == metric) & (tidy["n"] > 0)]
+    sel = tidy[(tidy["metric"] == metric) & (tidy["n"] > 0)].fillna({"variant": ""})
     wide = sel.pivot_table(index=["dataset", "model", "variant"], columns="method", values="mean", aggfunc="first")
     if not {"bp", "dfa", "shallow"} <= set(wide.columns):
         return ""
