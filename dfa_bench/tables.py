@@ -260,11 +260,28 @@ def _caption(spec: TableSpec, tidy: pd.DataFrame) -> str:
             f"(a cell with another number of seeds says so: n=...); {int(first['n'].sum())} completed runs.")
 
 
-def write_table(spec: TableSpec, runs: pd.DataFrame, out: Path) -> Path | None:
+def evaluated_published_models(results: Path) -> pd.DataFrame:
+    """The paper's published models as scored by `mode=eval` (JSON files under `results`, written by
+    `make eval-nerf-published`), as reference rows: PSNR ± its pixel-sampling standard error."""
+    rows = []
+    for path in sorted(Path(results).rglob("eval-*.json")):
+        e = json.loads(path.read_text())
+        if e.get("kind") != "published":
+            continue
+        method = "dfa" if "dfa" in Path(e["checkpoint"]).stem.split("_") else "unknown"
+        pixels = f"{e['pixels_per_view']} seeded pixels of each" if e.get("pixels_per_view") else "all pixels of"
+        source = (f"The paper's published {method.upper()} model ({Path(e['checkpoint']).name}), evaluated by "
+                  f"`dfa-bench mode=eval` on {pixels} {e['views']} test views; ± is the pixel-sampling standard error")
+        rows.append({"task": "nerf", "dataset": e["scene"], "model": e["model"], "method": method,
+                     "metric": "test_psnr", "value": e["psnr"], "std": e.get("psnr_se"), "source": source})
+    return pd.DataFrame(rows)
+
+
+def write_table(spec: TableSpec, runs: pd.DataFrame, out: Path, refs: pd.DataFrame | None = None) -> Path | None:
     tidy = aggregate(runs, spec)
     if tidy.empty:
         return None
-    refs = published()
+    refs = published() if refs is None else refs
     sections, latex = [], []
     for heading, methods in (("", MAIN_METHODS),
                              ("Extensions: other training methods", tuple(m for m in METHOD_ORDER if m not in MAIN_METHODS))):
@@ -326,7 +343,8 @@ def write_all(results: Path, out: Path, figures: Path, page: Path | None) -> lis
     runs = read_runs(results)
     if runs.empty:
         return []
-    written = [p for spec in TABLES if (p := write_table(spec, runs, out)) is not None]
+    refs = pd.concat([published(), evaluated_published_models(results)], ignore_index=True)
+    written = [p for spec in TABLES if (p := write_table(spec, runs, out, refs)) is not None]
     if (p := write_alignment_table(runs, out)) is not None:
         written.append(p)
     if (text := bottleneck_table(runs)) is not None:
