@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Data root: ../shared/data when it exists (this workplace), else ./data (downloads land there).
 export DFA_BENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: install run test check eval-nerf-published sweep sweep-gae sweep-recsys sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench clean
+.PHONY: install run test check gpu-check eval-nerf-published sweep sweep-gae sweep-recsys sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,11 @@ check: install
 
 bench: install
 	$(BIN)/dfa-bench-bench
+
+# On a machine with a GPU: every task's smallest preset in fp32, tf32 and bf16 under every method, bf16 DFA
+# updates against fp32, then the paper-size benchmark cases. Without a GPU it says so and exits 0.
+gpu-check: install
+	$(BIN)/python -m dfa_bench.gpu_check
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

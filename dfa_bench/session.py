@@ -35,11 +35,15 @@ def seed_everything(seed: int) -> None:
 
 
 def precision(cfg: DictConfig, device: torch.device) -> str:
-    """The precision of the run's matmuls: the task's `precision` on a GPU (fp32 when `deterministic`);
-    the CPU always runs float32."""
-    if device.type != "cuda" or cfg.get("deterministic"):
+    """The precision of the run's matmuls: "fp32", "tf32" or "bf16" (autocast). On a GPU, the task's
+    `precision` ("auto" is bf16); on the CPU, "bf16" only when asked for by name (CPU autocast, so that the
+    bf16 code runs without a GPU), else fp32. `deterministic` runs fp32."""
+    asked = str(cfg.task.get("precision") or DEFAULT_PRECISION)
+    if cfg.get("deterministic"):
         return "fp32"
-    return str(cfg.task.get("precision") or DEFAULT_PRECISION)
+    if device.type != "cuda":
+        return "bf16" if asked == "bf16" else "fp32"
+    return "bf16" if asked == "auto" else asked
 
 
 def setup(cfg: DictConfig, device: torch.device, world=None) -> torch.device:
@@ -55,6 +59,6 @@ def setup(cfg: DictConfig, device: torch.device, world=None) -> torch.device:
     if device.type == "cuda":
         if world is not None and world.size > 1 and device.index is None:
             device = torch.device("cuda", world.local_rank)
-        tf32 = precision(cfg, device) != "fp32"
+        tf32 = precision(cfg, device) != "fp32"  # bf16 autocast leaves fp32 matmuls in TF32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     return device

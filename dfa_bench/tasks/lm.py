@@ -25,6 +25,7 @@ from torch import nn
 
 from dfa_bench import files
 from dfa_bench.data import dataset_path, source_fingerprint
+from dfa_bench import session
 from dfa_bench.errors import ConfigError, DataError
 from dfa_bench.tasks import method_settings
 
@@ -177,7 +178,7 @@ class LanguageModelling:
         self.test = streams(ids["test"], int(cfg.task.eval_batch_size)).to(device)
         self.epochs, self.patience = int(cfg.task.epochs), cfg.task.get("patience")
         self.grad_clip = cfg.model.get("grad_clip")
-        self.bf16 = device.type == "cuda" and cfg.task.precision in ("auto", "bf16")  # tf32/fp32: no autocast
+        self.bf16 = session.precision(cfg, device) == "bf16"  # bf16 autocast; tf32/fp32: none
         s = self.settings
         parts = [cfg.model.placement] if cfg.method.name == "dfa" else []
         parts.append(s.optimizer if s.optimizer == "noam" else f"{s.optimizer} lr={float(s.lr):g}")

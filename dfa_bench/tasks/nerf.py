@@ -28,6 +28,7 @@ from torch import nn
 from dfa_bench import files
 from dfa_bench import nerf_published as published
 from dfa_bench.data.nerf import Scene, Views, image_rays, load_blender, load_llff, ndc_rays, pixel_rays
+from dfa_bench import session
 from dfa_bench.errors import ConfigError, DataError
 from dfa_bench.tasks import method_settings
 
@@ -164,7 +165,7 @@ class ViewSynthesis:
         self.patience, self.grad_clip = None, None
         self.rays = int(t.rays or sc.rays)
         self.chunk = int(t.chunk)
-        self.bf16 = device.type == "cuda" and t.precision == "bf16"
+        self.bf16 = session.precision(cfg, device) == "bf16"
         self.train_images = self.scene.train.images.to(device)
         self.train_poses = self.scene.train.poses.to(device)
         self.step_scheduler = None
