@@ -7,6 +7,17 @@
 
 Until a method is attached (and under plain backprop) both marks are the identity, so a model written
 with marks is an ordinary PyTorch model. Models never know which method trains them.
+
+Graph models may also describe their graph to a method, without knowing the method (DFA-GNN,
+`dfa_bench.methods.DFAGNN`, spreads the error over the graph before projecting it):
+- `ErrorPoint.propagation`: the model's graph propagation operator S, a sparse (nodes x nodes) tensor with
+  aggregation = S @ features (row i gathers node i's neighbours; for GCN the normalized adjacency with
+  self-loops). The model sets it in its forward pass, before the error point; None (the default) for
+  models that have none.
+- `FeedbackPoint.hops`: how many times S is applied between this feedback point and the error point
+  (L - l for the output of hidden layer l of an L-layer GCN). None (the default) when the model does
+  not say.
+Plain attributes, not buffers: they are not part of the model's state and cost nothing to other methods.
 """
 from __future__ import annotations
 
@@ -42,9 +53,10 @@ class FeedbackPoint(_Mark):
     through it (the paper's DeepFM, whose MLP reads the embeddings detached).
     """
 
-    def __init__(self, feedback: bool = True) -> None:
+    def __init__(self, feedback: bool = True, hops: int | None = None) -> None:
         super().__init__()
         self.feedback = feedback
+        self.hops = hops  # graph models: applications of the propagation operator up to the error point
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self._handler.at_feedback_point(self, h) if self._active() else h
@@ -52,6 +64,10 @@ class FeedbackPoint(_Mark):
 
 class ErrorPoint(_Mark):
     """Identity in BP; in DFA the tensor whose loss gradient is the global error e."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.propagation: torch.Tensor | None = None  # graph models: the sparse operator S (module docstring)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self._handler.at_error_point(self, y) if self._active() else y

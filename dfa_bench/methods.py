@@ -18,15 +18,19 @@
   size instead of the error (`control: noise`). It should learn no more than `shallow`.
 - `FA` (feedback alignment, `dfa_bench.fa`): backprop in which every linear layer sends its gradient down
   through a fixed random matrix instead of its transposed weights.
+- `DFAGNN`: DFA-GNN (Zhao et al., NeurIPS 2024): DFA for graph networks, whose error is spread over the
+  graph before the projection, filled in on unlabelled nodes and filtered (see its docstring).
 
 Methods know nothing of tasks: they see marks (`dfa_bench.marks`) and a loss.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dfa_bench.alignment import measure_alignment
@@ -265,7 +269,192 @@ class RandomFeedback(DFA):
         self.generator.set_state(state["generator"])
 
 
-METHODS = ("bp", "dfa", "shallow", "fa", "drtp", "random_feedback")
+class _InjectGraphFeedback(torch.autograd.Function):
+    """DFA-GNN's error point: identity on y forward; backward, the method's error in place of e for the
+    layers above, and the graph-spread projections for every recorded block output."""
+
+    @staticmethod
+    def forward(ctx, method: "DFAGNN", key: str, names: list[str], hops: list, operator, y: torch.Tensor,
+                *hs: torch.Tensor):
+        ctx.method, ctx.key, ctx.names, ctx.hops, ctx.operator = method, key, names, hops, operator
+        ctx.y = y.detach()
+        ctx.h_meta = [(h.shape, h.dtype) for h in hs]
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, e: torch.Tensor):
+        method = ctx.method
+        error = method.node_error(ctx.key, e, ctx.y, ctx.operator)
+        if any(ctx.needs_input_grad[6:]):
+            signals = method.graph_signals(ctx.key, error, ctx.names, ctx.h_meta, ctx.hops, ctx.operator)
+        else:
+            signals = [None] * len(ctx.h_meta)
+        return (None, None, None, None, None, error, *signals)
+
+
+class DFAGNN(DFA):
+    """DFA-GNN (Zhao et al., "DFA-GNN: Forward Learning of Graph Neural Networks by Direct Feedback
+    Alignment", NeurIPS 2024, arXiv 2406.02040): DFA with three additions, each of which can be switched off.
+
+    With E the error at the error point (nodes x classes; for a mean cross-entropy over the labelled nodes,
+    (softmax - onehot) / n_L on the labelled rows and 0 elsewhere):
+
+    1. `pseudo_error` (their Sec. 4.2, Eq. 8): the labelled nodes' residuals are spread over the graph,
+       Z(0) = E, Z(t+1) = (1 - alpha) E + alpha S Z(t) for `iterations` steps, and every unlabelled node
+       j gets the pseudo-error eta z_j / |z_j|_1, eta the mean |e_i|_1 over labelled nodes (their
+       rescaling; nodes the spread never reaches keep 0). Labelled rows keep their error. -> E^
+       (The spreading stops early at a fixed point, Z(t+1) == Z(t) bit for bit: the same result.)
+    2. `node_filter` (their Eq. 9): a node is kept when its corrected prediction softmax(y) - n_L E^ (the
+       one-hot target on labelled nodes) has exactly one entry above `epsilon`; the other rows of E^ are
+       zeroed. -> E^_f
+    3. `topology` (their Sec. 4.1, Eqs. 4-5): the feedback point h hops below the output receives
+       (S^T)^h E^_f B, the error carried back over the graph as far as the forward pass carried the
+       features, instead of DFA's E^_f B.
+
+    The layers above the last feedback point learn from E^_f in place of the true error (their Eq. 10:
+    dW(L) = H_f^T E^_f), through ordinary autograd. With all three off this is `DFA` exactly (the same
+    matrices, the same updates). The paper's "DFA" rows (Tables 2, 8) are topology on, the other two off.
+
+    How the method gets the graph (methods never see tasks): the model describes it on its marks
+    (`dfa_bench.marks`): the error point's `propagation` is the sparse operator S of the model's
+    aggregation (the GCN models set D^-1/2 (A+I) D^-1/2), each feedback point's `hops` is how many times S
+    is applied between it and the output. `topology` and `pseudo_error` need S, `topology` needs the hops;
+    a model without them stops the run with a ConfigError. `node_filter` needs the prediction, so the
+    error point must sit on the logits of a mean softmax cross-entropy (checked on the labelled rows, as
+    DRTP checks). Labelled rows are recognized as the rows with a non-zero error (as in DRTP).
+
+    Alignment is not measured (`measures_alignment = False`): the top layers' update is not the true
+    gradient here, which the alignment measurement assumes.
+    """
+
+    name = "dfa_gnn"
+    measures_alignment = False
+
+    def __init__(self, projection: FeedbackMatrices | CallableProjection | Callable | None = None, *,
+                 topology: bool = True, pseudo_error: bool = True, alpha: float = 0.1, iterations: int = 50,
+                 node_filter: bool = True, epsilon: float = 0.5) -> None:
+        super().__init__(projection)
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ConfigError(f"dfa_gnn alpha must lie in [0, 1], got {alpha}")
+        if isinstance(iterations, bool) or not float(iterations).is_integer() or iterations < 0:
+            raise ConfigError(f"dfa_gnn iterations must be an integer >= 0, got {iterations}")
+        if not 0.0 <= float(epsilon) < 1.0:
+            raise ConfigError(f"dfa_gnn epsilon must lie in [0, 1), got {epsilon}")
+        self.topology, self.pseudo_error, self.node_filter = bool(topology), bool(pseudo_error), bool(node_filter)
+        self.alpha, self.iterations, self.epsilon = float(alpha), int(iterations), float(epsilon)
+        off = [label for label, on in (("topology", self.topology), ("pseudo-error", self.pseudo_error),
+                                       ("node filter", self.node_filter)) if not on]
+        self.variant = ("no " + ", no ".join(off)) if off else None  # the ablations: their own table columns
+        self._operators: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (S, S csr, S^T csr)
+
+    def at_error_point(self, point: ErrorPoint, y: torch.Tensor) -> torch.Tensor:
+        if self._measuring:
+            raise RuntimeError("method=dfa_gnn does not measure alignment (alignment.every=0)")
+        tape, self._tape = self._tape, []
+        if not tape and not (self.pseudo_error or self.node_filter):
+            return y
+        operator = point.propagation
+        needs_operator = self.pseudo_error or (self.topology and tape)
+        if needs_operator and operator is None:
+            raise ConfigError(
+                f"method=dfa_gnn needs the graph propagation operator of the model (its error point "
+                f"{point.mark_name!r} carries none): use a GCN model (gcn, gcn3), or switch off "
+                "method.topology and method.pseudo_error"
+            )
+        hops = [p.hops for p, _ in tape]
+        if self.topology and any(h is None for h in hops):
+            missing = [p.mark_name for p, _ in tape if p.hops is None]
+            raise ConfigError(f"method=dfa_gnn with topology needs the model to say how many graph hops lie "
+                              f"between each feedback point and the output; {missing} do not")
+        names = [p.mark_name for p, _ in tape]
+        return _InjectGraphFeedback.apply(self, point.mark_name, names, hops, operator, y, *(h for _, h in tape))
+
+    # -- the three parts -------------------------------------------------------------------------
+    def node_error(self, key: str, e: torch.Tensor, y: torch.Tensor, operator: torch.Tensor | None) -> torch.Tensor:
+        """E^_f: the error with pseudo-errors on unlabelled nodes, filtered (each part when switched on)."""
+        if not (self.pseudo_error or self.node_filter):
+            return e
+        if e.dim() != 2:
+            raise ConfigError(f"method=dfa_gnn needs a (nodes x classes) error at {key!r}, got shape {tuple(e.shape)}")
+        error = e.float()
+        labelled = (error != 0).any(1)
+        if self.pseudo_error and labelled.any():
+            s = self._compressed(operator, transpose=False).to(error.device, error.dtype)
+            z = error
+            for _ in range(self.iterations):
+                step = (1 - self.alpha) * error + self.alpha * (s @ z)
+                if torch.equal(step, z):  # a fixed point: every later step gives the same values
+                    break
+                z = step
+            eta = error[labelled].abs().sum(1).mean()
+            size = z.abs().sum(1, keepdim=True)
+            pseudo = torch.where(size > 0, z * (eta / size.clamp_min(torch.finfo(z.dtype).tiny)), torch.zeros_like(z))
+            error = torch.where(labelled.unsqueeze(1), error, pseudo)
+        if self.node_filter:
+            corrected = torch.softmax(y.float(), dim=1) - labelled.sum() * error
+            if labelled.any():
+                rows = corrected[labelled]
+                onehot = torch.nn.functional.one_hot(rows.argmax(1), rows.shape[1]).to(rows.dtype)
+                if (rows - onehot).abs().max() > 1e-3:
+                    raise ConfigError(
+                        f"method=dfa_gnn's node filter needs the error point {key!r} on the logits of a mean "
+                        "softmax cross-entropy over the labelled nodes (softmax(y) - n * e must be the one-hot "
+                        "target on them); switch it off with method.node_filter=false"
+                    )
+            keep = (corrected > self.epsilon).sum(1) == 1
+            error = error * keep.unsqueeze(1).to(error.dtype)
+        return error.to(e.dtype)
+
+    def graph_signals(self, key: str, error: torch.Tensor, names: list[str], h_meta, hops: list,
+                      operator: torch.Tensor | None) -> list[torch.Tensor]:
+        """(S^T)^h_i E B_i for every block output i (E B_i without topology): one projection per distinct h."""
+        if not self.topology or not names:
+            return self.signals(key, error, names, h_meta)
+        if error.dim() != 2 or error.shape[0] != operator.shape[1]:
+            raise ConfigError(f"method=dfa_gnn needs a (nodes x classes) error at {key!r} over the "
+                              f"{operator.shape[1]} nodes of its graph operator, got shape {tuple(error.shape)}")
+        st = self._compressed(operator, transpose=True).to(error.device, error.dtype)
+        spread = {0: error}
+        for k in range(1, max(hops) + 1):
+            spread[k] = st @ spread[k - 1]
+        by_hops = {k: self.signals(key, spread[k], names, h_meta) for k in set(hops)}
+        return [by_hops[k][i] for i, k in enumerate(hops)]
+
+    def _compressed(self, operator: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """S or S^T in compressed sparse rows (several times faster to multiply than COO on a CPU), kept
+        while the model hands over the same operator."""
+        if self._operators is None or self._operators[0] is not operator:
+            coo = operator.coalesce() if operator.layout == torch.sparse_coo else operator.to_sparse_coo().coalesce()
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is not
+                warnings.simplefilter("ignore", UserWarning)
+                self._operators = (operator, coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr())
+        return self._operators[2 if transpose else 1]
+
+    def measured_step(self, compute_loss: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        raise RuntimeError("method=dfa_gnn does not measure alignment (alignment.every=0)")
+
+
+METHODS = ("bp", "dfa", "shallow", "fa", "drtp", "random_feedback", "dfa_gnn")
+
+
+# DFA-GNN's settings tuned per dataset (their Table 6), Cora's as the defaults.
+DFAGNN_DEFAULTS = {"alpha": 0.1, "iterations": 50, "epsilon": 0.5}
+
+
+def _dataset_tuned(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
+    """method.<key>, or when it is null the dataset's tuned value, `dataset.dfa_gnn.<key>` of the run's config
+    (the DFA-GNN experiment files set it), else `default`. Settings tuned per dataset live with the dataset,
+    as the GAE's epochs do, so that one method's runs on several datasets share one method config (and one
+    table row); the value a run used is in its config.yaml either way."""
+    value = cfg.get(key)
+    if value is not None:
+        return value
+    if isinstance(cfg, DictConfig):
+        try:
+            value = OmegaConf.select(cfg, f"..dataset.dfa_gnn.{key}", default=None)
+        except Exception:  # noqa: BLE001 - a method config on its own, without a run's config around it
+            value = None
+    return default if value is None else value
 
 
 def build_method(cfg: Mapping[str, Any], seed: int) -> Method:
@@ -287,4 +476,9 @@ def build_method(cfg: Mapping[str, Any], seed: int) -> Method:
                    normalize=fb.get("normalize", True))
     if name == "random_feedback":
         return RandomFeedback(control=cfg.get("control", "redraw"), seed=fb_seed, **drawing)
+    if name == "dfa_gnn":
+        tuned = {key: _dataset_tuned(cfg, key, default) for key, default in DFAGNN_DEFAULTS.items()}
+        return DFAGNN(FeedbackMatrices(seed=fb_seed, **drawing), topology=cfg.get("topology", True),
+                      pseudo_error=cfg.get("pseudo_error", True), node_filter=cfg.get("node_filter", True),
+                      **tuned)
     return (DFA if name == "dfa" else DRTP)(FeedbackMatrices(seed=fb_seed, **drawing))

@@ -2,6 +2,11 @@
 
 Each model takes `settings` (the method's tuned dropouts, see conf/model/*.yaml) and exposes
 `weight_decay_parameters()`, the parameters the paper's code regularizes.
+
+The GCN models (`gcn`, `gcn3`) also describe their graph to the method (see `dfa_bench.marks`): their
+error point carries the normalized adjacency S = D^-1/2 (A + I) D^-1/2 that every GCNConv applies, and
+each feedback point the number of GCN layers (applications of S) between it and the output. DFA-GNN
+(`method=dfa_gnn`) uses them; every other method ignores them.
 """
 from __future__ import annotations
 
@@ -14,6 +19,31 @@ from torch import nn
 from torch_geometric.nn import ChebConv, DNAConv, GATConv, GCNConv
 
 from dfa_bench.marks import ErrorPoint, FeedbackPoint
+from dfa_bench.models.spline import SplineConv, target_indegree
+
+
+class GCNOperator:
+    """S = D^-1/2 (A + I) D^-1/2 as a sparse (nodes x nodes) tensor, S[i, j] = weight of edge j -> i.
+
+    The operator GCNConv applies (PyG's `gcn_norm`: self-loops added, symmetric normalization), so
+    GCNConv(x) = S @ (x W) + b. Built once per graph (the edge_index tensor) and kept.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._operator: torch.Tensor | None = None
+
+    def __call__(self, edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
+        key = (edge_index.data_ptr(), tuple(edge_index.shape), edge_index.device, num_nodes)
+        if key != self._key:
+            from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+            index, weight = gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
+            source, target = index[0], index[1]
+            self._operator = torch.sparse_coo_tensor(
+                torch.stack([target, source]), weight, (num_nodes, num_nodes), check_invariants=False).coalesce()
+            self._key = key
+        return self._operator
 
 
 class TwoLayerConv(nn.Module):
@@ -23,14 +53,17 @@ class TwoLayerConv(nn.Module):
     """
 
     def __init__(self, conv1: nn.Module, conv2: nn.Module, dropout: float, input_dropout: float = 0.0,
-                 activation=F.relu) -> None:
+                 activation=F.relu, operator: GCNOperator | None = None) -> None:
         super().__init__()
         self.conv1, self.conv2 = conv1, conv2
         self.dropout, self.input_dropout, self.activation = dropout, input_dropout, activation
-        self.hidden = FeedbackPoint()
+        self.operator = operator  # GCN: the propagation operator S, handed to the error point
+        self.hidden = FeedbackPoint(hops=1 if operator is not None else None)
         self.logits = ErrorPoint()
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        if self.operator is not None:
+            self.logits.propagation = self.operator(edge_index, x.shape[0])
         x = F.dropout(x, self.input_dropout, self.training)
         h = self.activation(self.conv1(x, edge_index))
         h = self.hidden(F.dropout(h, self.dropout, self.training))
@@ -46,6 +79,65 @@ class TwoLayerConv(nn.Module):
 
 class GAT(TwoLayerConv):
     """The GAT of the paper's code: all parameters are weight-decayed."""
+
+    def weight_decay_parameters(self) -> Iterable[nn.Parameter]:
+        return self.parameters()
+
+
+class DeepGCN(nn.Module):
+    """A GCN of `layers` GCNConv layers (DFA-GNN's protocol: 3 layers, 64 hidden units, no dropout):
+    input dropout, [GCNConv, ReLU, dropout, [feedback point]] x (layers - 1), GCNConv -> classes, [error point].
+
+    Weight decay on every parameter (DFA-GNN's "L2 penalty", not the first layer only as in Kipf's GCN).
+    The feedback point after hidden layer l is L - l applications of S below the output (its `hops`).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, classes: int, layers: int, dropout: float = 0.0,
+                 input_dropout: float = 0.0) -> None:
+        super().__init__()
+        if layers < 2:
+            raise ValueError(f"a deep GCN needs at least 2 layers, got {layers}")
+        widths = [in_dim] + [hidden] * (layers - 1) + [classes]
+        self.convs = nn.ModuleList(GCNConv(a, b, cached=True) for a, b in zip(widths[:-1], widths[1:]))
+        self.points = nn.ModuleList(FeedbackPoint(hops=layers - 1 - i) for i in range(layers - 1))
+        self.logits = ErrorPoint()
+        self.operator = GCNOperator()
+        self.dropout, self.input_dropout = dropout, input_dropout
+
+    def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activation (for t-SNE)."""
+        for conv in self.convs[:-1]:
+            x = F.relu(conv(x, edge_index))
+        return x
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        self.logits.propagation = self.operator(edge_index, x.shape[0])
+        h = F.dropout(x, self.input_dropout, self.training)
+        for conv, point in zip(self.convs[:-1], self.points):
+            h = point(F.dropout(F.relu(conv(h, edge_index)), self.dropout, self.training))
+        return self.logits(self.convs[-1](h, edge_index))
+
+    def weight_decay_parameters(self) -> Iterable[nn.Parameter]:
+        return self.parameters()
+
+
+class _WithPseudo(nn.Module):
+    """A SplineConv called as conv(x, edge_index): the pseudo-coordinates come from the graph
+    (`target_indegree`, PyG's `TargetIndegree` transform, as in the paper's code and PyG's citation example)."""
+
+    def __init__(self, conv: SplineConv) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, edge_index, target_indegree(edge_index, x.shape[0]))
+
+
+class SplineNet(TwoLayerConv):
+    """The paper's SplineConv net: dropout, SplineConv in->16, ELU, dropout, [fp], SplineConv 16->classes.
+
+    All parameters are weight-decayed (the paper's code: Adam(model.parameters(), weight_decay=5e-3)).
+    """
 
     def weight_decay_parameters(self) -> Iterable[nn.Parameter]:
         return self.parameters()
@@ -88,7 +180,18 @@ def build_graph_model(cfg: Mapping[str, Any], settings: Mapping[str, Any], in_di
     hidden = int(cfg["hidden"])
     if name == "gcn":
         return TwoLayerConv(GCNConv(in_dim, hidden, cached=True), GCNConv(hidden, classes, cached=True),
-                            dropout, input_dropout)
+                            dropout, input_dropout, operator=GCNOperator())
+    if name == "gcn3":
+        return DeepGCN(in_dim, hidden, classes, int(cfg["layers"]), dropout, input_dropout)
+    if name == "spline":
+        spline = dict(dim=int(cfg["dim"]), kernel_size=int(cfg["kernel_size"]), degree=int(cfg["degree"]),
+                      is_open_spline=bool(cfg.get("open_spline", True)), aggr=str(cfg.get("aggr", "mean")))
+        if cfg.get("pseudo", "target_indegree") != "target_indegree" or spline["dim"] != 1:
+            raise ValueError("model=spline builds one pseudo-coordinate per edge, the target's in-degree "
+                             "(pseudo: target_indegree, dim: 1)")
+        return SplineNet(_WithPseudo(SplineConv(in_dim, hidden, **spline)),
+                         _WithPseudo(SplineConv(hidden, classes, **spline)),
+                         dropout, input_dropout, activation=F.elu)
     if name == "cheb":
         k = int(cfg["K"])
         return TwoLayerConv(ChebConv(in_dim, hidden, K=k), ChebConv(hidden, classes, K=k), dropout, input_dropout)

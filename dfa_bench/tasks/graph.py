@@ -182,8 +182,6 @@ class NodeClassification:
             data.train_mask, data.val_mask, data.test_mask = stratified_5fold(data.y, cfg.seed)
         elif split != "public":
             data.train_mask, data.val_mask, data.test_mask = random_split(data.num_nodes, split, cfg.seed)
-        if cfg.task.get("split"):  # a protocol of its own (e.g. DFA-GNN's): its own table row
-            self.variant = f"split {split}"
         self.data = data.to(device)
 
     def shard(self, rank: int, world: int) -> None:
