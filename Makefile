@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Data root: ../shared/data when it exists (this workplace), else ./data (downloads land there).
 export DFA_BENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: install run test check gpu-check eval-nerf-published sweep sweep-gae sweep-recsys sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench clean
+.PHONY: install run test check gpu-check eval-nerf-published sweep sweep-spline sweep-dfagnn sweep-gae sweep-recsys sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,21 @@ test: install
 sweep: install
 	$(BIN)/dfa-bench -m dataset=cora,citeseer model=gcn,cheb,gat method=bp,dfa,shallow seed=0,1,2,3,4 \
 		hydra.sweep.dir=results/sweeps/table3-graph
+
+# SplineConv (plain-torch B-splines) on Table 3's graphs, 5 seeds (30 runs; about 20 minutes on 2 CPU cores).
+sweep-spline: install
+	$(BIN)/dfa-bench -m task=gcn dataset=cora,citeseer model=spline method=bp,dfa,shallow seed=0,1,2,3,4 \
+		hydra.sweep.dir=results/sweeps/table3-graph-spline
+
+# DFA-GNN's protocol (Zhao et al. 2024): 3-layer GCN, random 60/20/20 splits, 1000 epochs, 10 seeds; then
+# its ablations (no pseudo-error and no node filter = their "DFA" row; no node filter; no topology).
+sweep-dfagnn: install
+	$(BIN)/dfa-bench -m experiment=dfagnn_cora,dfagnn_citeseer method=bp,dfa,shallow,dfa_gnn \
+		seed=0,1,2,3,4,5,6,7,8,9 hydra.sweep.dir=results/sweeps/dfagnn
+	$(BIN)/dfa-bench -m experiment=dfagnn_cora,dfagnn_citeseer method=dfa_gnn method.pseudo_error=false,true \
+		method.node_filter=false seed=0,1,2,3,4,5,6,7,8,9 hydra.sweep.dir=results/sweeps/dfagnn-ablation
+	$(BIN)/dfa-bench -m experiment=dfagnn_cora,dfagnn_citeseer method=dfa_gnn method.topology=false \
+		seed=0,1,2,3,4,5,6,7,8,9 hydra.sweep.dir=results/sweeps/dfagnn-no-topology
 
 # FA, DRTP and the random-feedback control on Table 3's graphs and models, 5 seeds (90 runs).
 sweep-methods: install

@@ -35,7 +35,7 @@ from omegaconf import OmegaConf
 from dfa_bench import files, identity
 from dfa_bench.figures import all_figures, bottleneck_table, is_feedback_method, model_label
 
-METHOD_ORDER = ["bp", "dfa", "shallow", "fa", "drtp", "random_feedback"]
+METHOD_ORDER = ["bp", "dfa", "shallow", "fa", "drtp", "random_feedback", "dfa_gnn"]
 MAIN_METHODS = ("bp", "dfa", "shallow")
 SYNTHETIC = ("chair", "drums", "ficus", "hotdog", "lego", "materials", "mic", "ship")
 LLFF = ("fern", "flower", "fortress", "horns", "leaves", "orchids", "room", "trex")
