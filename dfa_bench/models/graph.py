@@ -53,10 +53,13 @@ class TwoLayerConv(nn.Module):
     """
 
     def __init__(self, conv1: nn.Module, conv2: nn.Module, dropout: float, input_dropout: float = 0.0,
-                 activation=F.relu, operator: GCNOperator | None = None) -> None:
+                 activation=F.relu, operator: GCNOperator | None = None, feedback_before_dropout: bool = False) -> None:
         super().__init__()
         self.conv1, self.conv2 = conv1, conv2
         self.dropout, self.input_dropout, self.activation = dropout, input_dropout, activation
+        # The paper's GAT code places its feedback point before the hidden dropout (model=gat_as_run): B e then
+        # reaches the hidden layer without the dropout mask. The method as described: after it (the default).
+        self.feedback_before_dropout = feedback_before_dropout
         self.operator = operator  # GCN: the propagation operator S, handed to the error point
         self.hidden = FeedbackPoint(hops=1 if operator is not None else None)
         self.logits = ErrorPoint()
@@ -66,7 +69,10 @@ class TwoLayerConv(nn.Module):
             self.logits.propagation = self.operator(edge_index, x.shape[0])
         x = F.dropout(x, self.input_dropout, self.training)
         h = self.activation(self.conv1(x, edge_index))
-        h = self.hidden(F.dropout(h, self.dropout, self.training))
+        if self.feedback_before_dropout:
+            h = F.dropout(self.hidden(h), self.dropout, self.training)
+        else:
+            h = self.hidden(F.dropout(h, self.dropout, self.training))
         return self.logits(self.conv2(h, edge_index))
 
     def weight_decay_parameters(self) -> Iterable[nn.Parameter]:
@@ -195,12 +201,12 @@ def build_graph_model(cfg: Mapping[str, Any], settings: Mapping[str, Any], in_di
     if name == "cheb":
         k = int(cfg["K"])
         return TwoLayerConv(ChebConv(in_dim, hidden, K=k), ChebConv(hidden, classes, K=k), dropout, input_dropout)
-    if name == "gat":
+    if name in ("gat", "gat_as_run"):
         heads = int(cfg["heads"])
         att1, att2 = (float(a) for a in settings.get("attention_dropout", (0.0, 0.0)))
         return GAT(GATConv(in_dim, hidden, heads=heads, dropout=att1),
                    GATConv(hidden * heads, classes, heads=1, concat=False, dropout=att2),
-                   dropout, input_dropout, activation=F.elu)
+                   dropout, input_dropout, activation=F.elu, feedback_before_dropout=name == "gat_as_run")
     if name == "dna":
         return DNA(in_dim, classes, hidden, int(cfg["layers"]), int(cfg["heads"]), int(cfg["groups"]),
                    dropout, float(settings.get("attention_dropout", 0.0)))
