@@ -45,10 +45,14 @@ log = logging.getLogger("dfa_bench")
 
 
 def _is_linear(module: nn.Module) -> bool:
+    """torch's Linear, or PyG's (a 2-D weight: DNAConv's grouped `Linear`, a 3-D weight applied as a grouped
+    matmul, is not a linear layer FA can take over, and backpropagates exactly)."""
     if isinstance(module, nn.Linear):
         return True
     cls = type(module)
-    return cls.__name__ == "Linear" and cls.__module__.startswith("torch_geometric")
+    weight = getattr(module, "weight", None)
+    return (cls.__name__ == "Linear" and cls.__module__.startswith("torch_geometric")
+            and isinstance(weight, torch.Tensor) and weight.dim() == 2)
 
 
 class _FeedbackLinear(torch.autograd.Function):

@@ -46,33 +46,72 @@ def test_pubmed_when_present(cache_root):
     assert (data.num_nodes, classes) == (19717, 3)
 
 
+# The parameters below the feedback point (the first convolution) of each Table 3 model.
+FIRST_LAYER = {
+    "gcn": {"conv1.lin.weight", "conv1.bias"},
+    "cheb": {"conv1.lins.0.weight", "conv1.lins.1.weight", "conv1.bias"},
+    "gat": {"conv1.lin.weight", "conv1.att_src", "conv1.att_dst", "conv1.bias"},
+}
+
+
+def _train_losses(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["train_loss"] for r in rows if "val_acc" in r]
+
+
 @pytest.mark.parametrize("model", ["gcn", "cheb", "gat"])
 @pytest.mark.parametrize("method", ["bp", "dfa", "shallow"])
 def test_each_model_and_method_runs(make_cfg, tmp_path, model, method):
+    """Three epochs of each model and method through the runner: what each method exists for.
+
+    bp: the training loss falls (measured over 3 epochs, seeds 0-4: by 0.010-0.043; DFA's and shallow's
+    move by less than 0.01 either way in 3 epochs, so they are checked by what they do instead).
+    dfa: alignment is measured at steps 0 and 2, for exactly the first layer's parameters.
+    shallow: the first layer never moves (its weights after 1 and after 3 epochs are its initial ones).
+    """
     require("planetoid", "Cora", "raw")
     cfg = make_cfg(f"model={model}", f"method={method}", "task.epochs=3", "alignment.every=2")
     summary = run(cfg, tmp_path)
     assert summary["status"] == "completed"
-    assert 0.0 <= summary["metrics"]["test_acc"] <= 1.0
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if "val_acc" in r] == [1, 2, 3]
     aligned = [r for r in rows if any(k.startswith("align/") for k in r)]
+    if method == "bp":
+        losses = _train_losses(tmp_path)
+        assert losses[-1] < losses[0] - 0.005, losses
     if method == "dfa":  # measured at steps 0 and 2
         assert len(aligned) == 2
-        angles = [v for r in aligned for k, v in r.items() if k.startswith("align/param/")]
-        assert angles and all(0.0 <= a <= 180.0 for a in angles)
+        for r in aligned:
+            angles = {k.removeprefix("align/param/"): v for k, v in r.items() if k.startswith("align/param/")}
+            assert set(angles) == FIRST_LAYER[model]  # the layer below the feedback point, nothing else
+            assert all(0.0 <= a <= 180.0 for a in angles.values())  # a number, not NaN (a zero update)
         assert "align/point/hidden" in aligned[0]
         assert (tmp_path / "alignment.png").stat().st_size > 10_000
     else:
         assert not aligned and not (tmp_path / "alignment.png").exists()
+    if method == "shallow":
+        run(make_cfg(f"model={model}", "method=shallow", "task.epochs=1", "alignment.every=0"), tmp_path / "one")
+        after_3 = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+        after_1 = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)["model"]
+        for name in after_3:
+            if name in FIRST_LAYER[model]:  # no gradient, and no weight decay step either
+                assert torch.equal(after_3[name], after_1[name]), name
+            elif name.startswith("conv2."):
+                assert not torch.equal(after_3[name], after_1[name]), name
 
 
 def test_dna_model_runs(make_cfg, tmp_path):
+    """DNA (2 layers here) under DFA: the training loss falls at every epoch.
+
+    Measured over seeds 0-2: 1.949-1.964 at epoch 1, 0.046-0.050 lower at epoch 3. (In so few epochs DNA
+    predicts the majority class under every method, bp included, so accuracy tells nothing yet.)
+    """
     require("planetoid", "Cora", "raw")
-    cfg = make_cfg("model=dna", "method=dfa", "task.epochs=1", "alignment.every=0", "model.layers=2")
+    cfg = make_cfg("model=dna", "method=dfa", "task.epochs=3", "alignment.every=0", "model.layers=2")
     summary = run(cfg, tmp_path)
     assert summary["status"] == "completed"
-    assert summary["metrics"]["test_acc"] > 0
+    losses = _train_losses(tmp_path)
+    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.025, losses
 
 
 def test_dfa_learns_hidden_features_beyond_shallow(make_cfg, tmp_path):
@@ -91,7 +130,9 @@ def test_dfa_alignment_angles_are_below_90_after_training(make_cfg, tmp_path):
     cfg = make_cfg("method=dfa", "task.epochs=40", "alignment.every=39")
     summary = run(cfg, tmp_path)
     angle = summary["alignment"]["align/param/conv1.lin.weight"]
-    assert not math.isnan(angle) and angle < 90.0
+    # 87-100 degrees at steps 0 and 2 (seeds 0-4); 47.6-48.7 at step 39 (seeds 0-2); the README's 250
+    # epochs end at 36-40
+    assert not math.isnan(angle) and angle < 65.0
 
 
 def test_finished_run_is_not_trained_again_and_resume_false_keeps_it(make_cfg, tmp_path):
@@ -110,9 +151,9 @@ def test_unusable_data_root_fails_with_summary(make_cfg, tmp_path):
     not_a_folder = tmp_path / "data-root"
     not_a_folder.write_text("a file, not a folder")
     cfg = make_cfg("task.epochs=1", f"data_root={not_a_folder}")
-    with pytest.raises(DataError, match="Cora: no raw files at .*data-root"):
+    with pytest.raises(DataError, match="data root .*data-root is not a folder"):
         run(cfg, tmp_path / "run")
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "run").exists()  # a run that never started writes nothing
 
 
 def test_tsne_of_the_hidden_layer_per_method_and_side_by_side(make_cfg, tmp_path):

@@ -63,6 +63,7 @@ def test_missing_cifar10_offline_is_one_clear_message(make_cfg, tmp_path, monkey
         raise OSError("no network")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
+    (tmp_path / "data").mkdir()
     cfg = make_cfg("task=image", "dataset=cifar10", f"data_root={tmp_path / 'data'}", "task.epochs=1")
     with pytest.raises(DataError, match="cifar-10-python.tar.gz"):
         run(cfg, tmp_path / "run")
@@ -82,13 +83,21 @@ def test_mask_bottleneck_lets_only_the_masked_weights_learn():
 
 
 def test_image_task_end_to_end_with_bottleneck_and_figures(make_cfg, tmp_path):
+    """DFA with a bottleneck of 2 and of 50 units, 20 epochs: far above the shallow baseline.
+
+    Test accuracy measured over seeds 0-2: DFA 0.69-0.77 (bottleneck 2), 0.74-0.78 (50); shallow 0.41-0.56;
+    the smallest per-seed gap between DFA and shallow is 0.13.
+    """
+    base = ("experiment=bottleneck_digits", "task.epochs=20", "model.hidden=[50,50,50]")
+    shallow = run(make_cfg(*base, "method=shallow", "model.bottleneck.size=2", "alignment.every=0"),
+                  tmp_path / "shallow")["metrics"]["test_acc"]
     results = tmp_path / "results"
     for i, size in enumerate((2, 50)):
-        cfg = make_cfg("experiment=bottleneck_digits", f"model.bottleneck.size={size}", "task.epochs=20",
-                       "model.hidden=[50,50,50]", "alignment.every=5")
+        cfg = make_cfg(*base, f"model.bottleneck.size={size}", "alignment.every=5")
         summary = run(cfg, results / f"run{i}")
         assert summary["status"] == "completed"
-        assert summary["metrics"]["test_acc"] > 0.3  # ten classes: chance is 0.1
+        acc = summary["metrics"]["test_acc"]
+        assert acc > 0.6 and acc > shallow + 0.08, (acc, shallow)  # ten classes: chance is 0.1
         assert "align/sample_cos/points.1" in summary["alignment"]
         assert (results / f"run{i}" / "alignment.png").exists()
     assert tables_main(["--results", str(results)]) == 0

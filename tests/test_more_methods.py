@@ -125,32 +125,98 @@ def test_drtp_binary_logit_takes_the_target_as_plus_or_minus_one():
     torch.testing.assert_close(model.l1.weight.grad, delta.T @ x)
 
 
-def test_random_feedback_carries_no_consistent_direction():
-    x, y = _data()
-    model = TwoLayer()
-    redraw = RandomFeedback("redraw", seed=0).attach(model)
-    e = torch.randn(6, 3)
-    meta = [(torch.Size([6, 7]), torch.float32)]
-    first = redraw.signals("out", e, ["fp"], meta)[0]
-    second = redraw.signals("out", e, ["fp"], meta)[0]
-    assert not torch.allclose(first, second)  # a new B at every step
-    noise = RandomFeedback("noise", seed=0).attach(TwoLayer())
+def _cos(a, b):
+    return (F.cosine_similarity(a.flatten(), b.flatten(), dim=0)).item()
+
+
+def test_random_feedback_redraws_dfas_matrix_distribution_at_every_step():
+    """`redraw`: a new, independent B at every step, drawn and scaled as DFA's (U[-1, 1) / sqrt(widest))."""
+    classes, width = 10, 400
+    eye = torch.eye(classes)  # e = I: the signal is the feedback matrix itself
+    meta = [(torch.Size([classes, width]), torch.float32)]
+    redraw = RandomFeedback("redraw", seed=0).attach(TwoLayer())
+    draws = [redraw.signals("out", eye, ["fp"], meta)[0] for _ in range(4)]
     dfa = DFA(FeedbackMatrices(seed=0)).attach(TwoLayer())
-    s_noise = noise.signals("out", e, ["fp"], meta)[0]
-    s_dfa = dfa.signals("out", e, ["fp"], meta)[0]
-    assert not torch.allclose(s_noise, s_dfa)
+    fixed = [dfa.signals("out", eye, ["fp"], meta)[0] for _ in range(2)]
+    torch.testing.assert_close(fixed[0], fixed[1])  # DFA's B is fixed
+    bound = 1 / width**0.5
+    for b in [*draws, fixed[0]]:  # 4,000 entries each: U[-bound, bound) has std bound / sqrt(3), mean 0
+        assert b.abs().max() <= bound and b.abs().max() > 0.99 * bound
+        assert b.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+        assert abs(b.mean().item()) < 0.05 * bound
+    for a, b in zip(draws, draws[1:]):  # independent draws: uncorrelated (|cos| ~ 1/sqrt(4000) = 0.016)
+        assert abs(_cos(a, b)) < 0.1
+    assert all(abs(_cos(b, fixed[0])) < 0.1 for b in draws)
+    gaussian = RandomFeedback("redraw", seed=0, distribution="gaussian").attach(TwoLayer())
+    g = gaussian.signals("out", eye, ["fp"], meta)[0]
+    assert g.std().item() == pytest.approx(bound, rel=0.05) and g.abs().max() > 2.5 * bound  # N(0, 1) / sqrt(widest)
     with pytest.raises(ConfigError, match="redraw"):
         RandomFeedback("sometimes")
 
 
+def test_random_feedback_noise_projects_noise_of_the_errors_norm_through_dfas_fixed_matrix():
+    """`noise`: DFA's fixed B (same seed) projects, per row, Gaussian noise with the norm of the error's row."""
+    classes, width, rows = 10, 400, 300
+    eye = torch.eye(classes)
+    dfa = DFA(FeedbackMatrices(seed=0)).attach(TwoLayer())
+    b = dfa.signals("out", eye, ["fp"], [(torch.Size([classes, width]), torch.float32)])[0]  # B: (10, 400)
+    noise = RandomFeedback("noise", seed=0).attach(TwoLayer())
+    e = torch.randn(rows, classes, generator=torch.Generator().manual_seed(1))
+    e[0] = 0.0  # a row outside the loss
+    meta = [(torch.Size([rows, width]), torch.float32)]
+    projected = []
+    for _ in range(2):
+        s = noise.signals("out", e, ["fp"], meta)[0]
+        n = torch.linalg.lstsq(b.T, s.T).solution.T  # what was projected: s = n B
+        torch.testing.assert_close(n @ b, s, rtol=1e-4, atol=1e-6)  # in the span of DFA's fixed B
+        torch.testing.assert_close(n.norm(dim=1), e.norm(dim=1), rtol=1e-4, atol=1e-6)  # e's norm per row
+        cos = F.cosine_similarity(n[1:], e[1:], dim=1)
+        assert abs(cos.mean().item()) < 0.1 and cos.abs().max() < 0.999  # carries nothing of e's direction
+        projected.append(n)
+    assert abs(_cos(projected[0], projected[1])) < 0.1  # fresh noise at every step
+    s_dfa = dfa.signals("out", e, ["fp"], meta)[0]
+    torch.testing.assert_close(torch.linalg.lstsq(b.T, s_dfa.T).solution.T, e, rtol=1e-3, atol=1e-4)  # DFA: e itself
+
+
+_BASELINES: dict[str, float] = {}
+
+
+def _baseline(make_cfg, tmp_path_factory, method: str, *overrides: str) -> float:
+    """Test accuracy of GCN on Cora after 30 epochs (seed 0) under a comparison method, run once per session."""
+    key = " ".join((method, *overrides))
+    if key not in _BASELINES:
+        cfg = make_cfg("task=gcn", f"method={method}", *overrides, "task.epochs=30", "alignment.every=0")
+        _BASELINES[key] = run(cfg, tmp_path_factory.mktemp(method))["metrics"]["test_acc"]
+    return _BASELINES[key]
+
+
+# GCN on Cora, 30 epochs, test accuracy measured over seeds 0-4 (the test runs seed 0):
+#   fa 0.51-0.68, drtp 0.34-0.47, dfa 0.52-0.65, shallow 0.23-0.32,
+#   random_feedback redraw 0.23-0.38, noise 0.19-0.27.
+# Smallest per-seed gaps: fa - shallow 0.22, drtp - noise 0.11, dfa - redraw 0.24, dfa - noise 0.25,
+# noise - shallow at most +0.02.
 @pytest.mark.parametrize("name", ["fa", "drtp", "random_feedback"])
-def test_each_method_trains_gcn_on_cora_end_to_end(make_cfg, tmp_path, name):
+def test_each_method_trains_gcn_on_cora_end_to_end(make_cfg, tmp_path, tmp_path_factory, name):
     require("planetoid", "Cora", "raw")
     summary = run(make_cfg("task=gcn", f"method={name}", "task.epochs=30", "alignment.every=10"), tmp_path)
     assert summary["status"] == "completed"
-    assert summary["metrics"]["test_acc"] > 1 / 7  # above chance on 7 classes
+    acc = summary["metrics"]["test_acc"]
+    if name == "fa":  # learns hidden features: far above the shallow baseline
+        assert acc > _baseline(make_cfg, tmp_path_factory, "shallow") + 0.15
+    elif name == "drtp":  # the target through a fixed B carries what noise through the same B does not
+        assert acc > _baseline(make_cfg, tmp_path_factory, "random_feedback", "method.control=noise") + 0.07
+    else:  # the redraw control: DFA's wiring and scale without a usable signal stays far below DFA
+        assert acc < _baseline(make_cfg, tmp_path_factory, "dfa") - 0.15
     assert any(k.startswith("align/param/") for k in summary["alignment"])
     assert (tmp_path / "alignment.png").exists()
+
+
+def test_the_noise_control_learns_no_more_than_shallow(make_cfg, tmp_path_factory):
+    """The null baseline the README recommends: within noise of shallow, far below DFA."""
+    require("planetoid", "Cora", "raw")
+    noise = _baseline(make_cfg, tmp_path_factory, "random_feedback", "method.control=noise")
+    assert noise < _baseline(make_cfg, tmp_path_factory, "shallow") + 0.08
+    assert noise < _baseline(make_cfg, tmp_path_factory, "dfa") - 0.15
 
 
 def test_build_method_knows_every_method():
@@ -169,8 +235,9 @@ def test_the_noise_control_is_its_own_table_column(make_cfg, tmp_path):
                       tmp_path / control)
         assert summary.get("method_variant") == (None if control == "redraw" else "noise")
     assert tables_main(["--results", str(tmp_path)]) == 0
-    header = (tmp_path / "tables" / "graph.md").read_text()
-    assert "cora random_feedback (noise)" in header and "cora random_feedback " in header
+    md = (tmp_path / "tables" / "graph.md").read_text()
+    methods = {line.split("|")[2].strip() for line in md.splitlines() if line.startswith("| gcn")}
+    assert {"random_feedback", "random_feedback (noise)"} <= methods  # one row each, in the extensions table
     assert (tmp_path / "figures" / "alignment-gcn-cora-gcn-random_feedback_noise.png").exists()
 
 

@@ -110,4 +110,29 @@ def test_tiny_preset_learns_under_bp_and_dfa(make_cfg, tmp_path):
     assert dfa["metrics"]["test_psnr"] > start + 2.0
     renders = sorted((tmp_path / "dfa" / "renders").glob("*.png"))
     assert len(renders) == 50 and any("truth_vs_render" in p.name for p in renders)
-    assert 0.0 < dfa["metrics"]["test_ssim"] <= 1.0
+    # SSIM follows image quality: over seeds 0-2 the initial model scores 0.34-0.37 and BP after 200
+    # iterations 0.81-0.82 (DFA, whose PSNR gain is smaller, 0.26-0.41: no SSIM bar for it here).
+    assert bp["metrics"]["test_ssim"] > initial["metrics"]["test_ssim"] + 0.3
+    for name, summary in (("init", initial), ("bp", bp), ("dfa", dfa)):  # the scores are those of the saved views
+        ssim, psnr_db = _scores_of_saved_views(tmp_path / name / "renders")
+        assert ssim == pytest.approx(summary["metrics"]["test_ssim"], abs=0.005), name  # measured: within 4e-4
+        assert psnr_db == pytest.approx(summary["metrics"]["test_psnr"], abs=0.05), name  # 8-bit PNGs: 1e-3 dB
+
+
+def _scores_of_saved_views(renders):
+    """Mean SSIM and PSNR of the saved (ground truth | render) PNGs, computed here from the files."""
+    import numpy as np
+    from PIL import Image
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    ssims, psnrs = [], []
+    pairs = sorted(renders.glob("*_truth_vs_render.png"))
+    assert len(pairs) == 25  # every 8th lego test view
+    for path in pairs:
+        pair = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255)
+        truth, render = pair[:, : pair.shape[1] // 2], pair[:, pair.shape[1] // 2 :]
+        assert truth.shape == render.shape == (40, 40, 3)
+        ssims.append(structural_similarity_index_measure(render.permute(2, 0, 1)[None], truth.permute(2, 0, 1)[None],
+                                                         data_range=1.0).item())
+        psnrs.append(psnr(((render - truth) ** 2).mean().item()))
+    return float(np.mean(ssims)), float(np.mean(psnrs))

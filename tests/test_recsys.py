@@ -1,5 +1,6 @@
 """The recommender task: Criteo preprocessing and cache, AUC, and every model under every method."""
 import json
+import math
 import time
 
 import numpy as np
@@ -131,15 +132,25 @@ def test_auc_matches_a_hand_computation():
 @pytest.mark.parametrize("model", ["fm", "deepfm", "deepcross", "autoint", "afn"])
 @pytest.mark.parametrize("method", ["bp", "dfa", "shallow"])
 def test_each_model_trains_on_the_criteo_sample(make_cfg, tmp_path, model, method):
+    """One epoch (8 steps) of every model and method; BP, at lr 3e-3, learns in it.
+
+    BP's test AUC after these 8 steps, measured over seeds 0-2: at lr 3e-3 0.585-0.721 (fm 0.61-0.63,
+    deepfm 0.63-0.67, deepcross 0.71-0.72, autoint 0.60-0.67, afn 0.59-0.65); at the paper's learning
+    rates (1e-4 to 4e-4, tuned for full Criteo) 0.48-0.67, not clearly learning. Chance is 0.5 and the
+    test split has 1,000 rows (an AUC's standard error about 0.02).
+    """
     require(*SAMPLE)
+    lr = ["model.settings.bp.lr=3e-3"] if method == "bp" else []
     cfg = make_cfg("task=recsys", "dataset=criteo_sample", f"model={model}", f"method={method}",
-                   "task.epochs=1", "task.batch_size=1024", "alignment.every=3")
+                   "task.epochs=1", "task.batch_size=1024", "alignment.every=3", *lr)
     if model == "afn":
         cfg.model.lnn_dim = 64
     summary = run(cfg, tmp_path)
     assert summary["status"] == "completed", summary.get("error")
     m = summary["metrics"]
-    assert 0.0 <= m["test_auc"] <= 1.0 and m["test_logloss"] > 0
+    assert math.isfinite(m["test_auc"]) and math.isfinite(m["test_logloss"])
+    if method == "bp":
+        assert m["test_auc"] > 0.56, m
     assert summary["steps"] == 8  # 8,000 training rows in batches of 1,024
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     aligned = [r for r in rows if any(k.startswith("align/point/") for k in r)]

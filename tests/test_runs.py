@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfa_bench.errors import ConfigError, DataError
+from dfa_bench.errors import ConfigError, DataError, RunDirError
 from dfa_bench.runner import run
 from tests.conftest import require
 
@@ -75,14 +75,14 @@ def test_resume_with_another_config_is_refused(make_cfg, tmp_path):
     require("planetoid", "Cora", "raw")
     run(make_cfg(*GCN, "task.epochs=4", "checkpoint_every=2"), tmp_path)
     (tmp_path / "summary.json").unlink()  # as if killed after its last checkpoint
-    with pytest.raises(Exception, match="another config .*model.settings.dfa.lr"):
+    with pytest.raises(RunDirError, match="another config .*model.settings.dfa.lr"):
         run(make_cfg(*GCN, "task.epochs=4", "model.settings.dfa.lr=0.5"), tmp_path)
 
 
 def test_finished_run_with_another_config_is_refused(make_cfg, tmp_path):
     require("planetoid", "Cora", "raw")
     run(make_cfg(*GCN, "task.epochs=2"), tmp_path)
-    with pytest.raises(Exception, match="another config .*task.epochs"):
+    with pytest.raises(RunDirError, match="another config .*task.epochs"):
         run(make_cfg(*GCN, "task.epochs=3"), tmp_path)
 
 
