@@ -123,12 +123,19 @@ def test_ctrl_c_keeps_the_checkpoint_prints_the_resume_command_and_exits_130(cli
     args = ["task=gcn", "threads=1", "alignment.every=0", "task.epochs=100000", "checkpoint_every=5",
             f"hydra.run.dir={out}"]
     p = subprocess.Popen([str(BIN / "dfa-bench"), *args], env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
     deadline = time.time() + 240
     while not (out / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.5)
+    time.sleep(1.0)
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
+    try:
+        _, err = p.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+        raise AssertionError(f"dfa-bench did not stop on SIGINT; its stderr ends with: {err[-2000:]}") from None
     assert p.returncode == 130, err
     assert "Traceback" not in err
     line = next(line for line in err.splitlines() if line.startswith("dfa-bench: interrupted"))

@@ -70,7 +70,7 @@ def test_sweep_then_table(cli_env, tmp_path):
     t = _run(["dfa-bench-tables", "--results", str(results)], cli_env, tmp_path)
     assert t.returncode == 0, t.stderr
     md = (results / "tables" / "graph.md").read_text()
-    assert md.splitlines()[4].replace(" ", "") == "|model|method|Cora|"  # rows model x method, datasets as columns
+    assert md.splitlines()[4].replace(" ", "").startswith("|model|method|Cora|")  # datasets as columns
     rows = {tuple(c.strip() for c in line.split("|")[1:3]) for line in md.splitlines() if line.startswith("| gcn")}
     assert ("gcn", "bp") in rows and ("gcn", "dfa") in rows and ("gcn", "bp, published [1]") in rows
     assert "mean ± std over 1 seed" in md and "Kipf & Welling 2017" in md

@@ -1,4 +1,5 @@
 """The table builder on hand-made run folders: identity grouping, layout, what counts as a seed."""
+import re
 from pathlib import Path
 
 import yaml
@@ -60,8 +61,9 @@ def test_layout_paper_order_published_rows_beneath_and_extensions(tmp_path):
     main, extensions = md.split("## Extensions: other training methods")
     header = next(line for line in main.splitlines() if line.startswith("| model"))
     assert [c.strip() for c in header.strip("|").split("|")] == ["model", "method", "Cora", "CiteSeer", "PubMed"]
-    assert list(_rows(main)) == [("gcn", "bp"), ("gcn", "dfa"), ("gcn", "shallow"), ("gat", "bp, published [2]"),
-                                 ("gcn", "bp, published [1]")]
+    rows = list(_rows(main))
+    assert rows[:3] == [("gcn", "bp"), ("gcn", "dfa"), ("gcn", "shallow")]  # ours first, BP DFA shallow
+    assert all("published" in method for _, method in rows[3:]) and ("gcn", "bp, published [1]") in rows
     assert _rows(main)[("gcn", "bp, published [1]")] == ["81.5", "70.3", "79.0"]
     assert "| gcn     | fa " in extensions and "| gcn     | bp " not in extensions
 
@@ -80,7 +82,7 @@ def test_regenerating_unchanged_runs_gives_the_same_files(tmp_path):
         _run(tmp_path / f"r{seed}", seed, "bp", 0.8 + seed / 100)
     first = write_table(GRAPH, read_runs(tmp_path), tmp_path / "tables").read_text()
     second = write_table(GRAPH, read_runs(tmp_path), tmp_path / "tables").read_text()
-    assert first == second and "202" not in first  # no date in the table
+    assert first == second and not re.search(r"\d{4}-\d{2}-\d{2}", first)  # no date in the table
 
 
 def test_recsys_sample_cells_are_marked_not_comparable(tmp_path):
