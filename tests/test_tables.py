@@ -126,3 +126,17 @@ def test_alignment_table_from_dfa_runs(tmp_path):
     md = write_alignment_table(read_runs(tmp_path), tmp_path / "tables").read_text()
     assert "| gcn    | cora      | gcn     | dfa      | conv1.lin.weight | 42.0 ± 2.8    |   2 |" in md
     assert "conv1.bias" not in md
+
+
+def test_outputs_whose_runs_are_gone_are_removed(tmp_path):
+    from dfa_bench.tables import write_all
+
+    runs, out, figures = tmp_path / "runs", tmp_path / "tables", tmp_path / "figures"
+    _run(runs / "a", 0, "bp", 0.8)
+    figures.mkdir(parents=True)
+    (figures / "alignment-gone.png").write_bytes(b"")
+    out.mkdir()
+    (out / "lm.md").write_text("a table of runs that are gone")
+    write_all(runs, out, figures, page=None)
+    assert sorted(p.name for p in out.iterdir()) == ["graph.csv", "graph.md", "graph.tex"]
+    assert not (figures / "alignment-gone.png").exists()
