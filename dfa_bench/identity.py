@@ -10,7 +10,7 @@
 - `differing_keys(a, b)`: the flattened keys ("model.settings.dfa.lr") whose values differ: what names
   two configs that would otherwise land in one cell.
 - `provenance()`: the package version, the git commit of the checkout the package runs from and whether
-  its tracked files were modified (`dirty`), and the hardware (machine name, processor, cores, torch,
+  its tracked files outside the run folders (results/, outputs/) were modified (`dirty`), and the hardware (machine name, processor, cores, torch,
   CUDA device). The commit is null when the package does not run from a git checkout.
 """
 from __future__ import annotations
@@ -90,7 +90,8 @@ def code_version() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     dirty = None
     if commit is not None:
-        status = _git("status", "--porcelain", "--untracked-files=no")
+        # run folders (results/, outputs/) are left out: a sweep rewrites its own tracked result files
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!outputs")
         dirty = bool(status) if status is not None else None
     return {"version": __version__, "commit": commit, "dirty": dirty}
 
