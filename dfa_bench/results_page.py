@@ -39,7 +39,8 @@ def gap_sentence(tidy: pd.DataFrame, metric: str, unit: str) -> str:
     if both.empty:
         return ""
     vs_bp, vs_shallow = (both["dfa"] - both["bp"]).mean(), (both["dfa"] - both["shallow"]).mean()
-    return (f"Ours ({metric}): DFA − BP = {vs_bp:+.2f} {unit}, DFA − shallow = {vs_shallow:+.2f} {unit}, "
+    unit = f" {unit}" if unit else ""
+    return (f"Ours ({metric}): DFA − BP = {vs_bp:+.2f}{unit}, DFA − shallow = {vs_shallow:+.2f}{unit}, "
             f"mean over {len(both)} model × dataset cell{'s' if len(both) != 1 else ''}.")
 
 
