@@ -60,19 +60,20 @@ DEFAULT_CASES = ["cora-gcn", "cora-cheb", "cora-gat", "criteo-deepfm-b2048", "lm
                  "lm-small-micro", "nerf-tiny", "nerf-small"]
 
 
-def _compose(overrides: list[str]):
+def compose_config(overrides: list[str]):
+    """The run config `dfa-bench` composes from these overrides (also used by gpu_check)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
 
 def bench_case(name: str, overrides: list[str], steps: int, warmup: int, methods=METHODS,
                profile: int = 0) -> tuple[list[dict], str]:
-    cfg0 = _compose([*overrides, "method=bp"])
+    cfg0 = compose_config([*overrides, "method=bp"])
     device = resolve_device(str(cfg0.device))
     precision = session.precision(cfg0, device)  # the label of what session.setup enables below
     runs, unsupported = {}, {}
     for method_name in methods:
-        cfg = _compose([*overrides, f"method={method_name}", "alignment.every=0"])
+        cfg = compose_config([*overrides, f"method={method_name}", "alignment.every=0"])
         session.setup(cfg, device)  # threads, seeds, and TF32 as a run of this config would have them
         task = build_task(cfg, device)
         model = task.build_model().to(device)

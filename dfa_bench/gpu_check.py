@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from dfa_bench import session
+from dfa_bench.bench import compose_config
 from dfa_bench.errors import UserError
 
 MIN_COSINE = 0.95
@@ -58,15 +59,6 @@ def update_cosines(cfg_for: Callable[[str], object], device: torch.device) -> tu
             if n in low and exact[n].norm() > 0}, loss
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from dfa_bench.cli import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
 def main() -> int:
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA device on this machine; nothing to check")
@@ -76,7 +68,7 @@ def main() -> int:
     for task, preset in PRESETS.items():
         for precision in ("fp32", "tf32", "bf16"):
             for method in METHODS:
-                cfg = _compose([*preset, f"method={method}", "device=cuda"]
+                cfg = compose_config([*preset, f"method={method}", "device=cuda"]
                                + ([f"task.precision={precision}"] if task in ("lm", "nerf") else []))
                 try:
                     loss, _ = _step(cfg, device)
@@ -88,7 +80,7 @@ def main() -> int:
                 if not ok:
                     failures.append(f"{task} {precision} {method}: loss {loss}")
     for task in ("lm", "nerf"):
-        cosines, _ = update_cosines(lambda p: _compose([*PRESETS[task], "method=dfa", "device=cuda",
+        cosines, _ = update_cosines(lambda p: compose_config([*PRESETS[task], "method=dfa", "device=cuda",
                                                         f"task.precision={p}"]), device)
         worst = min(cosines, key=cosines.get)
         print(f"gpu-check: {task} bf16 DFA update vs fp32: min cosine {cosines[worst]:.4f} ({worst})")

@@ -57,7 +57,6 @@ class Case:
     partial: tuple[str, ...] = ()
     drtp: bool = True  # the README's support table
     may_start_dead: bool = False  # NeRF: initial weights may render nothing (see _alive)
-    fa_bug: str | None = None  # a known bug: the FA cells are strict xfails
 
     def kind(self, name: str) -> str:
         if name.startswith(self.top):
@@ -229,11 +228,7 @@ def _differs(a, b) -> bool:
 
 
 def _params(case_name, method):
-    marks = []
-    case = CASES[case_name]
-    if method == "fa" and case.fa_bug:
-        marks.append(pytest.mark.xfail(reason=case.fa_bug, raises=RuntimeError, strict=True))
-    return pytest.param(case_name, method, marks=marks, id=f"{case_name}-{method}")
+    return pytest.param(case_name, method, id=f"{case_name}-{method}")
 
 
 # -- (a) which parameters get a gradient ----------------------------------------------------------------
