@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Data root: ../shared/data when it exists (this workplace), else ./data (downloads land there).
 export DFA_BENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: install run test check gpu-check eval-nerf-published sweep sweep-gat-as-run sweep-spline sweep-dfagnn sweep-gae sweep-recsys sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench clean
+.PHONY: install run test check gpu-check eval-nerf-published sweep sweep-gat-as-run sweep-spline sweep-dfagnn sweep-gae sweep-recsys sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench bench-paper-cpu clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -117,6 +117,12 @@ check: install
 
 bench: install
 	$(BIN)/dfa-bench-bench
+
+# The paper's NeRF MLP (8 x 256, 1024 rays x 192 samples) and LM (6 x 512, 8 x 128 tokens a step) on the
+# CPU, at widths 64 to 512: step-time ratios and the ratio-against-width figure (about 15 minutes on 2 cores).
+bench-paper-cpu: install
+	$(BIN)/dfa-bench-bench --case nerf-paper --case lm-paper-cpu --widths 64,128,256,512 --steps 3 --warmup 1 \
+		-- device=cpu task.precision=fp32
 
 # On a machine with a GPU: every task's smallest preset in fp32, tf32 and bf16 under every method, bf16 DFA
 # updates against fp32, then the paper-size benchmark cases. Without a GPU it says so and exits 0.

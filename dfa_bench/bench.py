@@ -5,13 +5,17 @@
     dfa-bench-bench --case cora-gat -- device=cuda    # Hydra overrides after --
     dfa-bench-bench --criteo-rows 3000000             # Criteo preprocessing throughput and peak memory
     dfa-bench-bench --case lm-tiny --methods bp,dfa,fa --profile 5   # also where the time goes
+    dfa-bench-bench --case nerf-paper --case lm-paper-cpu --widths 64,128,256,512 --steps 3 --warmup 1
 
 The methods' steps alternate (bp, dfa, shallow, bp, ...) after a warm-up, so that they share the
 machine's state; each step is timed with CUDA events on a GPU, perf_counter on the CPU. Reported: median
 ms per step, the DFA/BP and shallow/BP ratios of medians, steps and items (tokens, samples, rays, nodes)
 per second, and peak GPU memory. Each
 method uses its own tuned settings (as a user's run would); alignment measurement is off.
-`--methods` picks the methods (default bp, dfa, shallow; the first is the reference of the ratios).
+`--methods` picks the methods (default: the case's own, else bp, dfa, shallow; the first is the reference
+of the ratios).
+`--widths` times every case again at each width (the NeRF MLP's `model.width`; the LM's `model.d_model`,
+with `model.d_ff` four times it) and draws the ratios against width in `<name>-width.png`.
 `--profile N` also profiles N steps of each method with torch.profiler after the timing, and writes the
 operators that take the most time (self time, CPU and CUDA) to `<name>-profile.md`.
 """
@@ -55,9 +59,19 @@ CASES = {  # name -> Hydra overrides
     "nerf-small": ["experiment=nerf_tiny", "model.layers=4", "model.width=128", "task.rays=512"],
     "nerf-paper": ["task=nerf", "scene=lego", "model=nerf"],  # 8 x 256, 64 + 128 samples, 1024 rays: a GPU case
     "nerf-paper-bf16": ["task=nerf", "scene=lego", "model=nerf", "task.precision=bf16"],
+    # The paper's LM (6 x 512, 32k BPE, 128 tokens) with 8 streams a step instead of 64: its size on a CPU.
+    "lm-paper-cpu": ["task=lm", "dataset=wikitext2", "task.batch_size=8"],
+    # DFA-GNN's protocol on Cora (3-layer GCN, 64 hidden, 60/20/20 split): DFA-GNN against BP and DFA.
+    "dfagnn-cora": ["experiment=dfagnn_cora"],
 }
-DEFAULT_CASES = ["cora-gcn", "cora-cheb", "cora-gat", "criteo-deepfm-b2048", "lm-tiny", "lm-small-macro",
-                 "lm-small-micro", "nerf-tiny", "nerf-small"]
+CASE_METHODS = {"dfagnn-cora": ("bp", "dfa", "dfa_gnn", "shallow")}  # a case's methods when --methods is not given
+DEFAULT_CASES = ["cora-gcn", "cora-cheb", "cora-gat", "dfagnn-cora", "criteo-deepfm-b2048", "lm-tiny",
+                 "lm-small-macro", "lm-small-micro", "nerf-tiny", "nerf-small"]
+# --widths: the overrides that set a case's model width, by task
+WIDTH_OVERRIDES = {
+    "nerf": lambda w: [f"model.width={w}"],
+    "lm": lambda w: [f"model.d_model={w}", f"model.d_ff={4 * w}"],
+}
 
 
 def compose_config(overrides: list[str]):
@@ -66,9 +80,18 @@ def compose_config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
+def width_overrides(overrides: list[str], width: int) -> list[str]:
+    """The overrides that give a case's model `width` (WIDTH_OVERRIDES); a task without a width is refused."""
+    task = str(compose_config(overrides).task.name)
+    if task not in WIDTH_OVERRIDES:
+        raise UserError(f"--widths: the {task} task has no model width to vary (tasks with one: "
+                        f"{', '.join(WIDTH_OVERRIDES)})")
+    return WIDTH_OVERRIDES[task](width)
+
+
 def bench_case(name: str, overrides: list[str], steps: int, warmup: int, methods=METHODS,
                profile: int = 0) -> tuple[list[dict], str]:
-    cfg0 = compose_config([*overrides, "method=bp"])
+    cfg0 = compose_config([*overrides, f"method={methods[0]}"])
     device = resolve_device(str(cfg0.device))
     precision = session.precision(cfg0, device)  # the label of what session.setup enables below
     runs, unsupported = {}, {}
@@ -179,11 +202,38 @@ def bench_criteo_preprocessing(rows: int, work: Path) -> list[dict]:
         }]
 
 
+def plot_width(table: pd.DataFrame, path: Path, machine_line: str, stamp: str) -> Path:
+    """Step time relative to the reference method against model width, one panel per case."""
+    from dfa_bench.plots import pyplot, save_figure
+
+    table = table[table["width"].notna() & table["median ms/step"].notna()]
+    ratio = next(c for c in table.columns if c.startswith("vs "))
+    cases = list(dict.fromkeys(table["case"]))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(cases), figsize=(5.5 * len(cases), 4.2), squeeze=False)
+    for ax, case in zip(axes[0], cases):
+        rows = table[table["case"] == case]
+        for method in list(dict.fromkeys(rows["method"]))[1:]:
+            r = rows[rows["method"] == method].sort_values("width")
+            ax.plot(r["width"], r[ratio], marker="o", label=method)
+        ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(rows["width"].unique()), [str(int(w)) for w in sorted(rows["width"].unique())])
+        ax.set_ylim(0, max(1.2, float(rows[ratio].max()) * 1.1))
+        ax.set_xlabel("model width")
+        ax.set_ylabel(f"step time {ratio}")
+        ax.set_title(case, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{machine_line.split(':')[0]}, {stamp}", fontsize=8)
+    return save_figure(fig, path)
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (f"{platform.node()}: {os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+            + (", freed memory kept for reuse (session.keep_freed_memory)" if session.keep_freed_memory() else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: all cases")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help="comma-separated methods to time, the first being the reference (default bp,dfa,shallow)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated methods to time, the first being the reference (default: the "
+                             "case's own, else bp,dfa,shallow)")
+    parser.add_argument("--widths", default=None, metavar="W1,W2,...",
+                        help="time every case at each of these model widths and draw the ratios against width")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile N steps of each method and write <name>-profile.md")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
@@ -202,21 +255,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the generated Criteo file is written (deleted afterwards)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every case (after --)")
     args = parser.parse_args(argv)
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     from dfa_bench.methods import METHODS as KNOWN
 
-    unknown = [m for m in methods if m not in KNOWN]
-    if unknown or not methods:
-        print(f"dfa-bench-bench: unknown method(s) {unknown}; choose from {', '.join(KNOWN)}", file=sys.stderr)
+    methods = None
+    if args.methods is not None:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        unknown = [m for m in methods if m not in KNOWN]
+        if unknown or not methods:
+            print(f"dfa-bench-bench: unknown method(s) {unknown}; choose from {', '.join(KNOWN)}", file=sys.stderr)
+            return 2
+    try:
+        widths = [int(w) for w in args.widths.split(",")] if args.widths else [None]
+    except ValueError:
+        print(f"dfa-bench-bench: --widths takes whole numbers separated by commas, got {args.widths!r}",
+              file=sys.stderr)
         return 2
     rows, profiles = [], []
     cases = args.case if args.case is not None else ([] if args.criteo_rows else DEFAULT_CASES)
-    for name in cases:
-        print(f"timing {name} ...", file=sys.stderr)
+    for name, width in itertools.product(cases, widths):
+        overrides = [*CASES[name], *args.overrides]
+        print(f"timing {name}{f' at width {width}' if width else ''} ...", file=sys.stderr)
         try:
-            case_rows, profiled = bench_case(name, [*CASES[name], *args.overrides], args.steps, args.warmup,
-                                             methods, args.profile)
-            rows += case_rows
+            if width is not None:
+                overrides += width_overrides(overrides, width)
+            case_rows, profiled = bench_case(name, overrides, args.steps, args.warmup,
+                                             methods or CASE_METHODS.get(name, METHODS), args.profile)
+            rows += [{**r, "width": width} if width else r for r in case_rows]
             if profiled:
                 profiles.append(profiled)
         except UserError as err:
@@ -240,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{platform.node()}"
     files.write_text(args.out / f"{name}.md", text)
     files.write_text(args.out / f"{name}.csv", table.to_csv(index=False))
+    if args.widths and rows:
+        plot_width(pd.DataFrame(rows), args.out / f"{name}-width.png", machine(), stamp)
     if profiles:
         files.write_text(args.out / f"{name}-profile.md", f"# dfa-bench-bench profiles\n\nMachine: {machine()}\n\n"
                          f"Date: {stamp}\n\n" + "\n\n".join(profiles) + "\n")

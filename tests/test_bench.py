@@ -32,3 +32,43 @@ def test_bench_other_methods_and_profile(tmp_path, cli_env, monkeypatch):
     profile = next(out.glob("*-profile.md")).read_text()
     assert "cora-gcn, fa" in profile and "Self CPU" in profile
     assert main(["--case", "cora-gcn", "--methods", "bp,hebbian", "--out", str(out)]) == 2
+
+
+def test_bench_widths_and_case_methods(tmp_path, cli_env, monkeypatch):
+    """--widths times a case at each model width and draws the ratios; a case can bring its own methods
+    (DFA-GNN's protocol times bp, dfa, dfa_gnn and shallow)."""
+    require("planetoid", "Cora", "raw")
+    require("nerf", "nerf_synthetic", "lego")
+    for key in ("DFA_BENCH_DATA", "DFA_BENCH_CACHE"):
+        monkeypatch.setenv(key, cli_env[key])
+    out = tmp_path / "bench"
+    assert main(["--case", "nerf-tiny", "--widths", "16,32", "--steps", "1", "--warmup", "0", "--out", str(out)]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(next(out.glob("*.csv")))
+    assert sorted(table["width"].unique()) == [16, 32] and set(table["method"]) == {"bp", "dfa", "shallow"}
+    assert next(out.glob("*-width.png")).stat().st_size > 0
+    assert main(["--case", "cora-gcn", "--widths", "16", "--out", str(tmp_path / "refused")]) == 2
+    assert main(["--case", "nerf-tiny", "--widths", "wide", "--out", str(tmp_path / "refused")]) == 2
+    assert not (tmp_path / "refused").exists()
+    out = tmp_path / "dfagnn"
+    assert main(["--case", "dfagnn-cora", "--steps", "1", "--warmup", "0", "--out", str(out)]) == 0
+    assert set(pd.read_csv(next(out.glob("*.csv")))["method"]) == {"bp", "dfa", "dfa_gnn", "shallow"}
+
+
+def test_keep_freed_memory_can_be_switched_off():
+    """The allocator setting is on by default on Linux/glibc and off with DFA_BENCH_MALLOC=system."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from dfa_bench import session; print(session.keep_freed_memory())"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                        env={**os.environ, "DFA_BENCH_MALLOC": ""}).stdout.strip()
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "DFA_BENCH_MALLOC": "system"}).stdout.strip()
+    assert off == "False"
+    import platform
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert on == ("True" if glibc else "False")
