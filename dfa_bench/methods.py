@@ -358,7 +358,7 @@ class DFAGNN(DFA):
         if needs_operator and operator is None:
             raise ConfigError(
                 f"method=dfa_gnn needs the graph propagation operator of the model (its error point "
-                f"{point.mark_name!r} carries none): use a GCN model (gcn, gcn3), or switch off "
+                f"{point.mark_name!r} carries none): use a graph model that carries one (gcn, gcn3, cheb3, gat3), or switch off "
                 "method.topology and method.pseudo_error"
             )
         hops = [p.hops for p, _ in tape]

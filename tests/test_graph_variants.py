@@ -2,7 +2,10 @@
 import torch
 import torch.nn.functional as F
 
+from types import SimpleNamespace
+
 from dfa_bench.methods import build_method
+from dfa_bench.tasks.graph import NodeClassification
 from dfa_bench.models.graph import build_graph_model
 
 
@@ -33,3 +36,34 @@ def test_gat_as_run_takes_the_feedback_before_the_hidden_dropout():
     assert torch.equal(a["conv2.lin.weight"], b["conv2.lin.weight"])  # the top layer: the true gradient
     first = "conv1.lin.weight"
     assert not torch.allclose(a[first], b[first])  # below: with or without the dropout mask on B e
+
+
+def test_dna_as_run_projects_the_target_not_the_residual():
+    """model=dna_as_run takes the DFA error after log_softmax (the paper's code): e = -onehot/n on the rows in
+    the loss; model=dna takes it on the logits: e = (softmax - onehot)/n. BP is the same for both."""
+    from dfa_bench.methods import BP, DFA
+
+    torch.manual_seed(0)
+    x, edges, y = torch.randn(10, 6), torch.randint(0, 10, (2, 30)), torch.randint(0, 3, (10,))
+    labelled = torch.arange(10) < 6
+    errors, grads = {}, {}
+    for name in ("dna", "dna_as_run"):
+        for method in ("bp", "dfa"):
+            torch.manual_seed(1)
+            model = build_graph_model({"name": name, "hidden": 8, "layers": 2, "heads": 2, "groups": 1},
+                                      {"dropout": 0.0, "attention_dropout": 0.0}, 6, 3).eval()
+
+            def project(error, widths, name=name):
+                errors[name] = error.clone()
+                return [torch.zeros(error.shape[0], w) for w in widths]
+
+            m = (DFA(project) if method == "dfa" else BP()).attach(model)
+            data = SimpleNamespace(x=x, edge_index=edges, y=y, train_mask=labelled)
+            m.backward(NodeClassification.loss(None, model, data))  # the task's loss
+            grads[name, method] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    onehot = F.one_hot(y, 3).float() * labelled[:, None] / labelled.sum()
+    torch.testing.assert_close(errors["dna_as_run"], -onehot)
+    assert not torch.allclose(errors["dna"], -onehot) and torch.allclose(errors["dna"][~labelled], torch.zeros(4, 3))
+    for n, g in grads["dna", "bp"].items():
+        torch.testing.assert_close(g, grads["dna_as_run", "bp"][n])
+    torch.testing.assert_close(grads["dna", "dfa"]["lin2.weight"], grads["dna_as_run", "dfa"]["lin2.weight"])

@@ -78,10 +78,14 @@ CASES = {
     # dna: lin1, [points.0], DNAConv, [points.1], DNAConv, [points.2], lin2 (2 layers of 32, not 5 of 128:
     # CPU time; the wiring is the same)
     "dna": Case(("task=gcn", "model=dna", "model.layers=2", "model.hidden=32"), CORA, top=("lin2.",)),
+    "dna_as_run": Case(("task=gcn", "model=dna_as_run", "model.layers=2", "model.hidden=32"), CORA, top=("lin2.",)),
     "gat_as_run": Case(("task=gcn", "model=gat_as_run"), CORA, top=("conv2.",)),
     "spline": Case(("task=gcn", "model=spline"), CORA, top=("conv2.",)),
     # gcn3: GCNConv, [points.0], GCNConv, [points.1], GCNConv
     "gcn3": Case(("task=gcn", "model=gcn3"), CORA, top=("convs.2.",)),
+    # cheb3, gat3: the same layout with ChebConv and GATConv (DFA-GNN's Table 4)
+    "cheb3": Case(("task=gcn", "model=cheb3"), CORA, top=("convs.2.",)),
+    "gat3": Case(("task=gcn", "model=gat3"), CORA, top=("convs.2.",)),
     # gae: GCNConv, ReLU, [encoder.hidden], GCNConv, [encoder.embedding]
     "gae_gcn": Case(("task=gae", "model=gae_gcn"), CORA, top=("encoder.conv2.",), drtp=False),
     # fm: no feedback point, every parameter is above

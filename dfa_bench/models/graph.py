@@ -3,10 +3,11 @@
 Each model takes `settings` (the method's tuned dropouts, see conf/model/*.yaml) and exposes
 `weight_decay_parameters()`, the parameters the paper's code regularizes.
 
-The GCN models (`gcn`, `gcn3`) also describe their graph to the method (see `dfa_bench.marks`): their
-error point carries the normalized adjacency S = D^-1/2 (A + I) D^-1/2 that every GCNConv applies, and
-each feedback point the number of GCN layers (applications of S) between it and the output. DFA-GNN
-(`method=dfa_gnn`) uses them; every other method ignores them.
+The GCN models (`gcn`, `gcn3`) and the deep ChebConv and GAT of DFA-GNN's Table 4 (`cheb3`, `gat3`)
+also describe their graph to the method (see `dfa_bench.marks`): their error point carries the
+normalized adjacency S = D^-1/2 (A + I) D^-1/2 that every GCNConv applies, and each feedback point the
+number of layers (applications of S) between it and the output. DFA-GNN (`method=dfa_gnn`) uses them;
+every other method ignores them.
 """
 from __future__ import annotations
 
@@ -90,41 +91,70 @@ class GAT(TwoLayerConv):
         return self.parameters()
 
 
-class DeepGCN(nn.Module):
-    """A GCN of `layers` GCNConv layers (DFA-GNN's protocol: 3 layers, 64 hidden units, no dropout):
-    input dropout, [GCNConv, ReLU, dropout, [feedback point]] x (layers - 1), GCNConv -> classes, [error point].
+class DeepGraphNet(nn.Module):
+    """`layers` graph convolutions (DFA-GNN's protocol, Zhao et al. 2024: 3 layers, 64 hidden units, no
+    dropout; their Table 4 runs it with other convolutions): input dropout, [conv, activation, dropout,
+    [feedback point]] x (layers - 1), conv -> classes, [error point].
 
-    Weight decay on every parameter (DFA-GNN's "L2 penalty", not the first layer only as in Kipf's GCN).
-    The feedback point after hidden layer l is L - l applications of S below the output (its `hops`).
+    `model=gcn3` (GCNConv, ReLU), `cheb3` (ChebConv, ReLU) and `gat3` (GATConv with `heads` concatenated
+    heads, ELU; the last layer one head). Weight decay on every parameter (DFA-GNN's "L2 penalty", not the
+    first layer only as in Kipf's GCN).
+
+    For DFA-GNN every model hands the method S = D^-1/2 (A + I) D^-1/2 (`GCNOperator`), the normalized
+    adjacency their paper spreads errors with, and counts one hop per layer above a feedback point (the
+    point after hidden layer l is L - l hops below the output). For GCN that is exactly the operator its
+    layers apply; ChebConv (K = 2: one hop through the scaled Laplacian) and GAT (learned attention over
+    the same neighbourhoods) aggregate over the same one-hop neighbourhoods with other weights, and
+    DFA-GNN's paper does not say which operator its Table 4 spreads with: S is our choice, the same for all.
     """
 
-    def __init__(self, in_dim: int, hidden: int, classes: int, layers: int, dropout: float = 0.0,
+    def __init__(self, convs: list[nn.Module], activation=F.relu, dropout: float = 0.0,
                  input_dropout: float = 0.0) -> None:
         super().__init__()
-        if layers < 2:
-            raise ValueError(f"a deep GCN needs at least 2 layers, got {layers}")
-        widths = [in_dim] + [hidden] * (layers - 1) + [classes]
-        self.convs = nn.ModuleList(GCNConv(a, b, cached=True) for a, b in zip(widths[:-1], widths[1:]))
+        if len(convs) < 2:
+            raise ValueError(f"a deep graph network needs at least 2 layers, got {len(convs)}")
+        layers = len(convs)
+        self.convs = nn.ModuleList(convs)
         self.points = nn.ModuleList(FeedbackPoint(hops=layers - 1 - i) for i in range(layers - 1))
         self.logits = ErrorPoint()
         self.operator = GCNOperator()
-        self.dropout, self.input_dropout = dropout, input_dropout
+        self.activation, self.dropout, self.input_dropout = activation, dropout, input_dropout
 
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """The last hidden layer's activation (for t-SNE)."""
         for conv in self.convs[:-1]:
-            x = F.relu(conv(x, edge_index))
+            x = self.activation(conv(x, edge_index))
         return x
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         self.logits.propagation = self.operator(edge_index, x.shape[0])
         h = F.dropout(x, self.input_dropout, self.training)
         for conv, point in zip(self.convs[:-1], self.points):
-            h = point(F.dropout(F.relu(conv(h, edge_index)), self.dropout, self.training))
+            h = point(F.dropout(self.activation(conv(h, edge_index)), self.dropout, self.training))
         return self.logits(self.convs[-1](h, edge_index))
 
     def weight_decay_parameters(self) -> Iterable[nn.Parameter]:
         return self.parameters()
+
+
+def _deep_graph_net(name: str, cfg: Mapping[str, Any], in_dim: int, hidden: int, classes: int, dropout: float,
+                    input_dropout: float) -> DeepGraphNet:
+    """model=gcn3, cheb3 or gat3 (`DeepGraphNet`)."""
+    layers = int(cfg["layers"])
+    if layers < 2:
+        raise ValueError(f"a deep graph network needs at least 2 layers, got {layers}")
+    if name == "gat3":
+        heads = int(cfg["heads"])
+        convs = [GATConv(in_dim if i == 0 else hidden * heads, hidden, heads=heads) for i in range(layers - 1)]
+        convs.append(GATConv(hidden * heads, classes, heads=1, concat=False))
+        return DeepGraphNet(convs, F.elu, dropout, input_dropout)
+    widths = [in_dim] + [hidden] * (layers - 1) + [classes]
+    if name == "cheb3":
+        k = int(cfg["K"])
+        convs = [ChebConv(a, b, K=k) for a, b in zip(widths[:-1], widths[1:])]
+    else:
+        convs = [GCNConv(a, b, cached=True) for a, b in zip(widths[:-1], widths[1:])]
+    return DeepGraphNet(convs, F.relu, dropout, input_dropout)
 
 
 class _WithPseudo(nn.Module):
@@ -150,11 +180,19 @@ class SplineNet(TwoLayerConv):
 
 
 class DNA(nn.Module):
-    """DNAConv "just jump" network: every layer attends over all earlier layers' states."""
+    """DNAConv "just jump" network: every layer attends over all earlier layers' states.
+
+    `error_after_log_softmax` (model=dna_as_run) puts the error point after log_softmax, as the paper's
+    code does (`models.py:227`): the error is then dL/d(log p) = -onehot/n on the labelled nodes, so DFA
+    projects the target, not the residual softmax - onehot. The task then takes the negative
+    log-likelihood of the output (`log_probabilities`), as the paper's code does: the loss, BP and the top
+    layer's true gradient do not change.
+    """
 
     def __init__(self, in_dim: int, classes: int, hidden: int, layers: int, heads: int, groups: int,
-                 dropout: float, attention_dropout: float) -> None:
+                 dropout: float, attention_dropout: float, error_after_log_softmax: bool = False) -> None:
         super().__init__()
+        self.error_after_log_softmax = self.log_probabilities = error_after_log_softmax
         self.lin1 = nn.Linear(in_dim, hidden)
         self.convs = nn.ModuleList(
             DNAConv(hidden, heads=heads, groups=groups, dropout=attention_dropout) for _ in range(layers)
@@ -172,6 +210,8 @@ class DNA(nn.Module):
             h = F.relu(conv(torch.stack(states, dim=1), edge_index))
             h = point(F.dropout(h, self.dropout, self.training))
             states.append(h)
+        if self.error_after_log_softmax:
+            return self.logits(F.log_softmax(self.lin2(h), dim=-1))
         return self.logits(self.lin2(h))
 
     def weight_decay_parameters(self) -> Iterable[nn.Parameter]:
@@ -187,8 +227,8 @@ def build_graph_model(cfg: Mapping[str, Any], settings: Mapping[str, Any], in_di
     if name == "gcn":
         return TwoLayerConv(GCNConv(in_dim, hidden, cached=True), GCNConv(hidden, classes, cached=True),
                             dropout, input_dropout, operator=GCNOperator())
-    if name == "gcn3":
-        return DeepGCN(in_dim, hidden, classes, int(cfg["layers"]), dropout, input_dropout)
+    if name in ("gcn3", "cheb3", "gat3"):
+        return _deep_graph_net(name, cfg, in_dim, hidden, classes, dropout, input_dropout)
     if name == "spline":
         spline = dict(dim=int(cfg["dim"]), kernel_size=int(cfg["kernel_size"]), degree=int(cfg["degree"]),
                       is_open_spline=bool(cfg.get("open_spline", True)), aggr=str(cfg.get("aggr", "mean")))
@@ -207,7 +247,7 @@ def build_graph_model(cfg: Mapping[str, Any], settings: Mapping[str, Any], in_di
         return GAT(GATConv(in_dim, hidden, heads=heads, dropout=att1),
                    GATConv(hidden * heads, classes, heads=1, concat=False, dropout=att2),
                    dropout, input_dropout, activation=F.elu, feedback_before_dropout=name == "gat_as_run")
-    if name == "dna":
+    if name in ("dna", "dna_as_run"):
         return DNA(in_dim, classes, hidden, int(cfg["layers"]), int(cfg["heads"]), int(cfg["groups"]),
-                   dropout, float(settings.get("attention_dropout", 0.0)))
+                   dropout, float(settings.get("attention_dropout", 0.0)), error_after_log_softmax=name == "dna_as_run")
     raise ValueError(f"unknown graph model {name!r}")

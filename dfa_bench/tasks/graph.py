@@ -212,8 +212,12 @@ class NodeClassification:
         return int(batch.train_mask.sum()), "labelled nodes"
 
     def loss(self, model: nn.Module, data) -> torch.Tensor:
+        """Mean cross-entropy over the training nodes. A model whose output is already log-probabilities
+        (`log_probabilities = True`, model=dna_as_run) gets the negative log-likelihood of them: the same
+        loss and gradients, but the error at its output is dL/d(log p) = -onehot/n."""
         out = model(data.x, data.edge_index)
-        return F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
+        loss = F.nll_loss if getattr(model, "log_probabilities", False) else F.cross_entropy
+        return loss(out[data.train_mask], data.y[data.train_mask])
 
     @torch.no_grad()
     def final_evaluation(self, model: nn.Module, out_dir: Path) -> dict[str, float]:
