@@ -233,7 +233,8 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (f"{platform.node()}: {os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-            + (", freed memory kept for reuse (session.keep_freed_memory)" if session.keep_freed_memory() else ""))
+            + (", freed memory kept for reuse (session.keep_freed_memory)" if session.keep_freed_memory()
+               else ", the C library's default allocator settings"))
 
 
 def main(argv: list[str] | None = None) -> int:

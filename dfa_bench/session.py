@@ -63,6 +63,8 @@ def keep_freed_memory() -> bool:
     (8 x 256, 1024 rays x 192 samples, 2 threads) that was 40% of a BP step and more of a DFA step
     (README, "Speed"). With mmap off and the heap never trimmed, freed activations are reused from the heap
     at the next step; the process keeps its peak memory until it exits. What is computed does not change.
+    (Trimming is off altogether, not just raised: a paper-size step frees more than the largest threshold
+    mallopt accepts, 2 GiB, and the heap's top was then returned and faulted in again at every step.)
     `DFA_BENCH_MALLOC=system` keeps glibc's defaults. Returns whether the setting is in effect.
     """
     global _kept_freed_memory
@@ -75,7 +77,7 @@ def keep_freed_memory() -> bool:
             except (OSError, AttributeError):  # not glibc (musl has no mallopt)
                 return False
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            _kept_freed_memory = bool(mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+            _kept_freed_memory = bool(mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, -1)
                                       and mallopt(_M_TOP_PAD, 64 * 2**20))
     return _kept_freed_memory
 
