@@ -125,13 +125,15 @@ bench: install
 	$(BIN)/dfa-bench-bench
 
 # The paper's NeRF MLP (8 x 256, 1024 rays x 192 samples) and LM (6 x 512, 8 x 128 tokens a step) on the
-# CPU, at widths 64 to 512: step-time ratios and the ratio-against-width figures (about 15 minutes on 2
-# cores and 20 GB of memory). One process per model, so that the NeRF's memory does not stay with the LM's.
+# CPU, at widths 64 to 512: step-time ratios and the ratio-against-width figures, then the paper-size NeRF
+# with a longer warm-up (about 20 minutes on 2 cores and 20 GB of memory). One process per model, so that
+# the NeRF's memory does not stay with the LM's.
 bench-paper-cpu: install
 	$(BIN)/dfa-bench-bench --case nerf-paper --widths 64,128,256,512 --steps 3 --warmup 1 \
 		-- device=cpu task.precision=fp32
 	$(BIN)/dfa-bench-bench --case lm-paper-cpu --widths 64,128,256,512 --steps 10 --warmup 2 \
 		-- device=cpu task.precision=fp32
+	$(BIN)/dfa-bench-bench --case nerf-paper --steps 5 --warmup 3 -- device=cpu task.precision=fp32
 
 # On a machine with a GPU: every task's smallest preset in fp32, tf32 and bf16 under every method, bf16 DFA
 # updates against fp32, then the paper-size benchmark cases. Without a GPU it says so and exits 0.
