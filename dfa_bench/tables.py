@@ -116,7 +116,8 @@ def read_runs(results: Path) -> pd.DataFrame:
         configs.setdefault(config_id, config)
         row = {k: s.get(k) for k in ("task", "dataset", "model", "method", "seed", "status", "finished")}
         row["config_id"] = config_id
-        row["split"] = str(((config or {}).get("task") or {}).get("split") or "")  # TableSpec.split
+        split = ((config or {}).get("task") or {}).get("split")  # a named split is a protocol (TableSpec.split);
+        row["split"] = split if isinstance(split, str) else ""   # the recommender's fractions are not
         row["task_variant"] = s.get("variant") or ""  # what the task says distinguishes the run (e.g. LM optimizer)
         if s.get("method_variant"):  # e.g. random_feedback (noise)
             row["method"] = f"{row['method']} ({s['method_variant']})"

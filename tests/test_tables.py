@@ -140,3 +140,31 @@ def test_outputs_whose_runs_are_gone_are_removed(tmp_path):
     write_all(runs, out, figures, page=None)
     assert sorted(p.name for p in out.iterdir()) == ["graph.csv", "graph.md", "graph.tex"]
     assert not (figures / "alignment-gone.png").exists()
+
+
+def test_another_protocol_gets_its_own_table(tmp_path):
+    """Runs on DFA-GNN's random 60/20/20 split (task.split) and its published rows go to dfagnn.md, with
+    dfa_gnn in the main table; Table 3 keeps the public-split runs. The recommender's split fractions are
+    not a protocol."""
+    dfagnn = next(spec for spec in TABLES if spec.name == "dfagnn")
+    for method in ("bp", "dfa_gnn"):
+        for seed in range(2):
+            path = tmp_path / f"60-{method}-{seed}"
+            _run(path, seed, method, 0.8 + seed / 100, model="gcn3")
+            config = yaml.safe_load((path / "config.yaml").read_text())
+            config["task"]["split"] = "random_60_20_20"
+            (path / "config.yaml").write_text(yaml.safe_dump(config))
+    _run(tmp_path / "public-bp", 0, "bp", 0.7)
+    runs = read_runs(tmp_path)
+    graph = _rows(write_table(GRAPH, runs, tmp_path / "tables").read_text())
+    assert ("gcn", "bp") in graph and not any(model == "gcn3" for model, _ in graph)
+    rows = _rows(write_table(dfagnn, runs, tmp_path / "tables").read_text())
+    assert rows[("gcn3", "bp")][0] == "80.5 ± 0.7" and rows[("gcn3", "dfa_gnn")][0] == "80.5 ± 0.7"
+    assert rows[("gcn3", "dfa_gnn, published [2]")][0] == "87.7 ± 1.6"  # their Table 1, in the main table
+    recsys = tmp_path / "recsys"
+    _run(recsys, 0, "bp", None, task="recsys", dataset="criteo_sample", model="deepfm",
+         metrics={"test_auc": 0.7, "test_logloss": 0.5})
+    config = yaml.safe_load((recsys / "config.yaml").read_text())
+    config["task"]["split"] = [0.8, 0.1, 0.1]
+    (recsys / "config.yaml").write_text(yaml.safe_dump(config))
+    assert read_runs(tmp_path).set_index("task").loc["recsys", "split"] == ""
