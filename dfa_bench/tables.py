@@ -74,9 +74,9 @@ TABLES = [
               "test accuracy at the epoch of best validation accuracy, 1000 epochs; the split is drawn from the seed",
               scale=100.0, digits=1, split="random_60_20_20", main_methods=("bp", "dfa", "dfa_gnn", "shallow"),
               note="Published rows give their mean ± 95% confidence interval over 10 seeds; ours give mean ± std. "
-                   "Their \"DFA\" is the topology-aware DFA without pseudo-errors or node filter: our "
-                   "`dfa_gnn (method.pseudo_error=False, method.node_filter=False)` row. Our `dfa` is Launay's "
-                   "DFA (no graph in the feedback)."),
+                   "Their \"DFA\" row is the topology-aware DFA without pseudo-errors or node filter: ours is "
+                   "the dfa_gnn row labelled node_filter=False, pseudo_error=False, topology=True "
+                   "(`make sweep-dfagnn`'s ablation). Our `dfa` is Launay's DFA (no graph in the feedback)."),
     TableSpec("gae", "gae", ("test_auc", "test_ap"), "Table 4: graph autoencoder link prediction, test AUC and AP (%)",
               "test AUC and AP at the epoch of best validation AUC", scale=100.0, digits=1),
     TableSpec("recsys", "recsys", ("test_auc", "test_logloss"), "Table 2: click-through rate, test AUC and log-loss",
