@@ -57,7 +57,7 @@ CASES = {  # name -> Hydra overrides
     "lm-paper-macro": ["task=lm", "dataset=wikitext2"],  # 6 x 512, 32k BPE, 64 x 128 tokens: a GPU case
     "nerf-tiny": ["experiment=nerf_tiny"],
     "nerf-small": ["experiment=nerf_tiny", "model.layers=4", "model.width=128", "task.rays=512"],
-    "nerf-paper": ["task=nerf", "scene=lego", "model=nerf"],  # 8 x 256, 64 + 128 samples, 1024 rays: a GPU case
+    "nerf-paper": ["task=nerf", "scene=lego", "model=nerf"],  # 8 x 256, 64 + 128 samples, 1024 rays (CPU: make bench-paper-cpu)
     "nerf-paper-bf16": ["task=nerf", "scene=lego", "model=nerf", "task.precision=bf16"],
     # The paper's LM (6 x 512, 32k BPE, 128 tokens) with 8 streams a step instead of 64: its size on a CPU.
     "lm-paper-cpu": ["task=lm", "dataset=wikitext2", "task.batch_size=8"],
