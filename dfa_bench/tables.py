@@ -75,8 +75,8 @@ TABLES = [
               scale=100.0, digits=1, split="random_60_20_20", main_methods=("bp", "dfa", "dfa_gnn", "shallow"),
               note="Published rows give their mean ± 95% confidence interval over 10 seeds; ours give mean ± std. "
                    "Their \"DFA\" row is the topology-aware DFA without pseudo-errors or node filter: ours is "
-                   "the dfa_gnn row labelled node_filter=False, pseudo_error=False, topology=True "
-                   "(`make sweep-dfagnn`'s ablation). Our `dfa` is Launay's DFA (no graph in the feedback)."),
+                   "`dfa_gnn (no pseudo-error, no node filter)` (`make sweep-dfagnn`'s ablation). Our `dfa` is "
+                   "Launay's DFA (no graph in the feedback)."),
     TableSpec("gae", "gae", ("test_auc", "test_ap"), "Table 4: graph autoencoder link prediction, test AUC and AP (%)",
               "test AUC and AP at the epoch of best validation AUC", scale=100.0, digits=1),
     TableSpec("recsys", "recsys", ("test_auc", "test_logloss"), "Table 2: click-through rate, test AUC and log-loss",
