@@ -140,9 +140,7 @@ class DeepGraphNet(nn.Module):
 def _deep_graph_net(name: str, cfg: Mapping[str, Any], in_dim: int, hidden: int, classes: int, dropout: float,
                     input_dropout: float) -> DeepGraphNet:
     """model=gcn3, cheb3 or gat3 (`DeepGraphNet`)."""
-    layers = int(cfg["layers"])
-    if layers < 2:
-        raise ValueError(f"a deep graph network needs at least 2 layers, got {layers}")
+    layers = int(cfg["layers"])  # DeepGraphNet refuses fewer than 2
     if name == "gat3":
         heads = int(cfg["heads"])
         convs = [GATConv(in_dim if i == 0 else hidden * heads, hidden, heads=heads) for i in range(layers - 1)]
@@ -192,7 +190,7 @@ class DNA(nn.Module):
     def __init__(self, in_dim: int, classes: int, hidden: int, layers: int, heads: int, groups: int,
                  dropout: float, attention_dropout: float, error_after_log_softmax: bool = False) -> None:
         super().__init__()
-        self.error_after_log_softmax = self.log_probabilities = error_after_log_softmax
+        self.log_probabilities = error_after_log_softmax  # read by the task (its loss) and by forward
         self.lin1 = nn.Linear(in_dim, hidden)
         self.convs = nn.ModuleList(
             DNAConv(hidden, heads=heads, groups=groups, dropout=attention_dropout) for _ in range(layers)
@@ -210,7 +208,7 @@ class DNA(nn.Module):
             h = F.relu(conv(torch.stack(states, dim=1), edge_index))
             h = point(F.dropout(h, self.dropout, self.training))
             states.append(h)
-        if self.error_after_log_softmax:
+        if self.log_probabilities:
             return self.logits(F.log_softmax(self.lin2(h), dim=-1))
         return self.logits(self.lin2(h))
 
