@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Data root: ../shared/data when it exists (this workplace), else ./data (downloads land there).
 export DFA_BENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: install run test check gpu-check eval-nerf-published sweep sweep-gat-as-run sweep-spline sweep-dfagnn sweep-dfagnn-models sweep-gae sweep-recsys sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench bench-paper-cpu clean
+.PHONY: install run test check gpu-check eval-nerf-published sweep sweep-gat-as-run sweep-spline sweep-dfagnn sweep-dfagnn-models sweep-gae sweep-recsys sweep-recsys-lr sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench bench-paper-cpu clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,12 @@ sweep-recsys: install
 		method=bp,dfa,shallow seed=0,1,2 hydra.sweep.dir=results/sweeps/table2-recsys
 	$(BIN)/dfa-bench -m task=recsys dataset=movielens100k model=deepfm method=bp,dfa,shallow seed=0,1,2 \
 		hydra.sweep.dir=results/sweeps/table2-recsys-movielens
+
+# The recommender learning-rate study (issue 15): DeepFM on MovieLens-100K and the Criteo sample, every method
+# at 5 learning rates, 3 seeds (90 runs; about 40 minutes on 2 CPU cores); results/tables/recsys-lr.md.
+sweep-recsys-lr: install
+	$(BIN)/dfa-bench -m experiment=recsys_lr dataset=movielens100k,criteo_sample model=deepfm method=bp,dfa,shallow \
+		task.lr=1e-4,3e-4,1e-3,3e-3,1e-2 seed=0,1,2 hydra.sweep.dir=results/sweeps/recsys-lr
 
 # Table 5 at CPU size: the tiny LM (2 x 64) on all of WikiText-2, 5 epochs, 64 streams x 64 tokens.
 LM_CPU := experiment=lm_tiny dataset.max_train_chars=null dataset.max_eval_chars=null task.epochs=5 \

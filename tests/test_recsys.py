@@ -172,3 +172,42 @@ def test_missing_criteo_file_says_where_to_get_it(make_cfg, tmp_path):
     cfg = make_cfg("task=recsys", "dataset=criteo", f"data_root={tmp_path}")
     with pytest.raises(DataError, match="criteo/train.txt not found.*criteo_sample"):
         run(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("model", ["fm", "deepfm", "autoint", "afn"])
+def test_terms_sum_to_the_logit(model):
+    """A model's named parts add up to its logit, exactly (the evaluation's part AUCs rest on it)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from dfa_bench.models.recsys import build_ctr_model
+
+    cfg = OmegaConf.load(f"conf/model/{model}.yaml")
+    net = build_ctr_model(cfg, {"dropout": 0.0}, [5, 7, 3]).eval()
+    x = torch.tensor([[0, 1, 2], [4, 6, 0], [3, 0, 1]])
+    with torch.no_grad():
+        terms = net.terms(x)
+        assert set(terms) == {"fm": {"linear", "fm"}, "deepfm": {"linear", "fm", "deep"},
+                              "autoint": {"linear", "attention", "deep"}, "afn": {"linear", "deep"}}[model]
+        assert torch.equal(sum(terms.values()), net(x))
+
+
+def test_study_lr_replaces_the_method_setting_and_parts_are_scored(make_cfg, tmp_path):
+    """`experiment=recsys_lr task.lr=...` trains at that lr (not the model's per-method one); the test
+    AUC of each DeepFM part alone and of the logit without it is reported beside the full model's."""
+    require(*SAMPLE)
+    from dfa_bench.tasks.recsys import ClickThroughRate
+
+    cfg = make_cfg("experiment=recsys_lr", "dataset=criteo_sample", "model=deepfm", "method=dfa", "task.lr=2e-3",
+                   "task.epochs=1", "task.batch_size=1024")
+    assert cfg.task.protocol == "lr_sweep"
+    import torch
+
+    task = ClickThroughRate(cfg, torch.device("cpu"))
+    assert task.optimizer(task.build_model()).param_groups[0]["lr"] == 2e-3
+    m = run(cfg, tmp_path)["metrics"]
+    for part in ("linear", "fm", "deep"):
+        assert 0.0 <= m[f"test_auc_only_{part}"] <= 1.0 and 0.0 <= m[f"test_auc_without_{part}"] <= 1.0
+    assert len({m["test_auc_only_fm"], m["test_auc_only_deep"], m["test_auc"]}) == 3
+    cfg = make_cfg("task=recsys", "dataset=criteo_sample", "model=deepfm", "method=dfa")
+    assert ClickThroughRate(cfg, torch.device("cpu")).lr == cfg.model.settings.dfa.lr  # no study: the model's

@@ -16,6 +16,10 @@ Feedback points, as the paper's code (dfa_models.py) places them:
 - AFN: after the logarithmic neural network (LNN) layer. The paper's code never registered its
   embedding-level point, so there the embeddings did not learn under DFA or shallow; here they learn
   through the LNN block (the intended behaviour).
+
+Models whose logit is a sum of parts (FM: linear + fm; DeepFM: linear + fm + deep; AutoInt: linear +
+attention + deep; AFN: linear + deep) give them by name with `terms(x)`, so that the evaluation can say
+what each part contributes (the task's `test_auc_only_<term>` and `test_auc_without_<term>`).
 """
 from __future__ import annotations
 
@@ -85,8 +89,12 @@ class FM(nn.Module):
         self.embedding = FeaturesEmbedding(field_dims, embed_dim)
         self.logit = ErrorPoint()
 
+    def terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"linear": self.linear(x), "fm": fm_interaction(self.embedding(x))}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logit(self.linear(x) + fm_interaction(self.embedding(x)))
+        t = self.terms(x)
+        return self.logit(t["linear"] + t["fm"])
 
 
 class DeepFM(nn.Module):
@@ -98,10 +106,13 @@ class DeepFM(nn.Module):
         self.mlp = MLP(len(field_dims) * embed_dim, mlp, dropout)
         self.logit = ErrorPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         e = self.embedding(x)
-        deep = self.mlp(self.mlp_input(e.flatten(1)))
-        return self.logit(self.linear(x) + fm_interaction(e) + deep)
+        return {"linear": self.linear(x), "fm": fm_interaction(e), "deep": self.mlp(self.mlp_input(e.flatten(1)))}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.terms(x)
+        return self.logit(t["linear"] + t["fm"] + t["deep"])
 
 
 class CrossLayer(nn.Module):
@@ -161,7 +172,7 @@ class AutoInt(nn.Module):
         self.mlp = MLP(fields * embed_dim, mlp, dropout)
         self.logit = ErrorPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         e = self.embedded(self.embedding(x))
         h = self.projected(self.attention_embedding(e))
         for i, attention in enumerate(self.attention):
@@ -171,7 +182,11 @@ class AutoInt(nn.Module):
         if self.residual is not None:
             h = h + self.residual(e)
         h = self.attended(F.relu(h).flatten(1))
-        return self.logit(self.linear(x) + self.attention_out(h).squeeze(1) + self.mlp(e.flatten(1)))
+        return {"linear": self.linear(x), "attention": self.attention_out(h).squeeze(1), "deep": self.mlp(e.flatten(1))}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.terms(x)
+        return self.logit(t["linear"] + t["attention"] + t["deep"])
 
 
 class AFN(nn.Module):
@@ -189,11 +204,15 @@ class AFN(nn.Module):
         self.mlp = MLP(lnn_dim * embed_dim, mlp, dropout)
         self.logit = ErrorPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         e = self.embedding(x)  # (batch, fields, dim)
         log_e = torch.log1p(e.abs() + 1e-7).transpose(1, 2)  # (batch, dim, fields)
         h = F.relu(torch.expm1(self.lnn(log_e))).flatten(1)  # (batch, dim * lnn_dim)
-        return self.logit(self.linear(x) + self.mlp(self.lnn_out(h)))
+        return {"linear": self.linear(x), "deep": self.mlp(self.lnn_out(h))}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.terms(x)
+        return self.logit(t["linear"] + t["deep"])
 
 
 def build_ctr_model(cfg: Mapping[str, Any], settings: Mapping[str, Any], field_dims: Sequence[int]) -> nn.Module:

@@ -1,8 +1,11 @@
 """Click-through-rate prediction (the paper's Table 2): Criteo, or MovieLens as a second dataset.
 
-Random 80/10/10 split drawn from the run's seed; BCE on the logit; Adam; after every epoch the
+Random 80/10/10 split drawn from the run's seed; BCE on the logit; Adam at the model's per-method
+learning rate, or at `task.lr` where a study sets one (`experiment=recsys_lr`); after every epoch the
 validation AUC decides early stopping (the paper's patience) and the reported epoch; test AUC and
-log-loss at that epoch.
+log-loss at that epoch. For a model whose logit is a sum of named parts (`terms`, e.g. DeepFM's linear,
+fm and deep), the test AUC of each part alone (`test_auc_only_<part>`) and of the logit without it
+(`test_auc_without_<part>`), from the same forward pass.
 """
 from __future__ import annotations
 
@@ -67,6 +70,7 @@ class ClickThroughRate:
         self.patience = int(self.settings.patience) if self.settings.get("patience") else None
         self.grad_clip = cfg.model.get("grad_clip")
         self.batch_size = int(cfg.task.batch_size or self.settings.batch)
+        self.lr = float(cfg.task.get("lr") or self.settings.lr)
         self._gen = torch.Generator().manual_seed(int(cfg.seed) + 1)
         self._shard = (0, 1)
 
@@ -86,7 +90,7 @@ class ClickThroughRate:
         return build_ctr_model(self.cfg.model, self.settings, self.data.field_dims)
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.Adam(model.parameters(), lr=float(self.settings.lr),
+        return torch.optim.Adam(model.parameters(), lr=self.lr,
                                 weight_decay=float(self.settings.get("weight_decay", 0.0)))
 
     def _loader(self, index: np.ndarray, batch_size: int):
@@ -114,17 +118,31 @@ class ClickThroughRate:
         return F.binary_cross_entropy_with_logits(model(x), y)
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, model: nn.Module, index: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Labels and logits of the rows `index`: {"logit": ...}, and each named part of a model with `terms`."""
         model.eval()
-        probs, labels = [], []
+        parts, labels = [], []
         for x, y in self._loader(index, int(self.cfg.task.eval_batch_size)):
-            probs.append(torch.sigmoid(model(x.to(self.device))).float().cpu().numpy())
+            x = x.to(self.device)
+            terms = model.terms(x) if hasattr(model, "terms") else {}
+            logit = sum(terms.values()) if terms else model(x)
+            parts.append({"logit": logit, **terms})
             labels.append(y.numpy())
         model.train()
-        return np.concatenate(labels), np.concatenate(probs)
+        return np.concatenate(labels), {k: torch.cat([p[k] for p in parts]).float().cpu().numpy() for k in parts[0]}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         out = {}
         for split, index in (("val", self.val_idx), ("test", self.test_idx)):
-            out[f"{split}_auc"], out[f"{split}_logloss"] = auc_logloss(*self.predict(model, index))
+            labels, logits = self.predict(model, index)
+            out[f"{split}_auc"], out[f"{split}_logloss"] = auc_logloss(labels, _sigmoid(logits["logit"]))
+            terms = [k for k in logits if k != "logit"]
+            if split == "test" and len(terms) > 1:
+                for term in terms:
+                    out[f"test_auc_only_{term}"] = auc_logloss(labels, _sigmoid(logits[term]))[0]
+                    out[f"test_auc_without_{term}"] = auc_logloss(labels, _sigmoid(logits["logit"] - logits[term]))[0]
         return out
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
