@@ -36,7 +36,7 @@ def model_label(model: str, variant: str) -> str:
     return f"{model} ({variant})" if variant else model
 
 
-def _alignment_series(run_dir: Path) -> pd.DataFrame:
+def alignment_series(run_dir: Path) -> pd.DataFrame:
     """Step x align/point/* angles of one run (empty if it logged none)."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
@@ -61,7 +61,7 @@ def alignment_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
     written = []
     for (task, dataset, model, variant, method), g in done.groupby(["task", "dataset", "model", "variant", "method"]):
         model = model_label(model, variant)
-        series = [s for s in (_alignment_series(Path(p)) for p in g["path"]) if not s.empty]
+        series = [s for s in (alignment_series(Path(p)) for p in g["path"]) if not s.empty]
         if not series:
             continue
         plt = pyplot()

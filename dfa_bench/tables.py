@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 
 from dfa_bench import files, identity
 from dfa_bench.figures import all_figures, bottleneck_table, is_feedback_method, model_label
+from dfa_bench.lr_study import write_lr_studies
 
 METHOD_ORDER = ["bp", "dfa", "shallow", "fa", "drtp", "random_feedback", "dfa_gnn"]
 MAIN_METHODS = ("bp", "dfa", "shallow")
@@ -61,7 +62,7 @@ class TableSpec:
     digits: int = 3
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, datasets): a mean-over-datasets table
     note: str = ""
-    split: str = ""  # the runs' `task.split` ("" = the data set's own split): another protocol, another table
+    protocol: str = ""  # the runs' protocol (`protocol_of`; "" = the paper's): another protocol, another table
     main_methods: tuple[str, ...] = ()  # the main table's methods (default MAIN_METHODS; the rest: Extensions)
 
 
@@ -72,7 +73,7 @@ TABLES = [
               "DFA-GNN's protocol (Zhao et al. 2024, Tables 1 and 4): node classification on random 60/20/20 "
               "splits, test accuracy (%)",
               "test accuracy at the epoch of best validation accuracy, 1000 epochs; the split is drawn from the seed",
-              scale=100.0, digits=1, split="random_60_20_20", main_methods=("bp", "dfa", "dfa_gnn", "shallow"),
+              scale=100.0, digits=1, protocol="random_60_20_20", main_methods=("bp", "dfa", "dfa_gnn", "shallow"),
               note="Published rows give their mean ± 95% confidence interval over 10 seeds; ours give mean ± std. "
                    "Their \"DFA\" row is the topology-aware DFA without pseudo-errors or node filter: ours is "
                    "`dfa_gnn (no pseudo-error, no node filter)` (`make sweep-dfagnn`'s ablation). Our `dfa` is "
@@ -116,8 +117,7 @@ def read_runs(results: Path) -> pd.DataFrame:
         configs.setdefault(config_id, config)
         row = {k: s.get(k) for k in ("task", "dataset", "model", "method", "seed", "status", "finished")}
         row["config_id"] = config_id
-        split = ((config or {}).get("task") or {}).get("split")  # a named split is a protocol (TableSpec.split);
-        row["split"] = split if isinstance(split, str) else ""   # the recommender's fractions are not
+        row["protocol"] = protocol_of(config)
         row["task_variant"] = s.get("variant") or ""  # what the task says distinguishes the run (e.g. LM optimizer)
         if s.get("method_variant"):  # e.g. random_feedback (noise)
             row["method"] = f"{row['method']} ({s['method_variant']})"
@@ -135,6 +135,15 @@ def read_runs(results: Path) -> pd.DataFrame:
     return runs.drop(columns=["completed", "task_variant"])
 
 
+def protocol_of(config: dict | None) -> str:
+    """Which protocol a run follows, when not the paper's: its `task.protocol` (a study, e.g. the recommender's
+    learning-rate study, `lr_sweep`), else a named `task.split` (DFA-GNN's `random_60_20_20`; the recommender's
+    split fractions are not a name); "" for the paper's protocol. A table reads the runs of one protocol."""
+    task = (config or {}).get("task") or {}
+    split = task.get("split")
+    return task.get("protocol") or (split if isinstance(split, str) else "")
+
+
 def _short(key: str) -> str:
     parts = key.split(".")
     return ".".join(parts[2:]) if parts[:2] == ["model", "settings"] and len(parts) > 3 else key
@@ -143,14 +152,14 @@ def _short(key: str) -> str:
 def variant_labels(runs: pd.DataFrame, configs: dict[str, dict | None]) -> pd.Series:
     """Per run, what names its table row beside the model: the task's own variant (e.g. the LM's placement
     and optimizer), then the keys (and values) in which its config differs from the other configs of the
-    same (task, model, method, task variant) once the dataset is set aside; "" when nothing differs."""
+    same (task, protocol, model, method, task variant) once the dataset is set aside; "" when nothing differs."""
     def without_dataset(config_id: str) -> dict:
         config = configs.get(config_id) or {}
         return {k: v for k, v in identity.flatten(identity.comparable(config)).items()
                 if not k.startswith(("dataset.", "scene."))}
 
     labels = runs["task_variant"].astype(object).copy()
-    for _, g in runs.groupby(["task", "model", "method", "task_variant"]):
+    for _, g in runs.groupby(["task", "protocol", "model", "method", "task_variant"]):
         flat = {cid: without_dataset(cid) for cid in g["config_id"].unique()}
         distinct = {json.dumps(f, sort_keys=True, default=str): f for f in flat.values()}
         if len(distinct) < 2:
@@ -175,7 +184,7 @@ TIDY_COLUMNS = ["dataset", "model", "variant", "method", "metric", "mean", "std"
 def aggregate(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     """Tidy table: one row per (dataset, model, variant, method, metric) with mean, std, n (completed seeds),
     diverged and failed (failed or interrupted) counts, and the config identity."""
-    sel = runs[(runs["task"] == spec.task) & (runs["split"] == spec.split)] if not runs.empty else runs
+    sel = runs[(runs["task"] == spec.task) & (runs["protocol"] == spec.protocol)] if not runs.empty else runs
     out = []
     for (dataset, model, variant, method, config_id), g in (
             sel.groupby(["dataset", "model", "variant", "method", "config_id"]) if len(sel) else []):
@@ -226,8 +235,8 @@ def _column(dataset: str, metric: str, spec: TableSpec) -> str:
 def wide(tidy: pd.DataFrame, refs: pd.DataFrame, spec: TableSpec, methods) -> tuple[pd.DataFrame, list[str]]:
     """Rows = model (variant) x method, columns = dataset (x metric); published rows beneath ours."""
     tidy = tidy[tidy["method"].str.split(" ").str[0].isin(methods)]
-    split = refs["split"].fillna("") if "split" in refs else pd.Series("", index=refs.index)
-    refs = refs[(refs["task"] == spec.task) & (split == spec.split) & refs["metric"].isin(spec.metrics)
+    protocol = refs["protocol"].fillna("") if "protocol" in refs else pd.Series("", index=refs.index)
+    refs = refs[(refs["task"] == spec.task) & (protocol == spec.protocol) & refs["metric"].isin(spec.metrics)
                 & refs["method"].isin(methods)]
     if tidy.empty:
         return pd.DataFrame(), []
@@ -370,6 +379,7 @@ def write_all(results: Path, out: Path, figures: Path, page: Path | None) -> lis
                          "best validation accuracy (the rule of image.md), mean over seeds. Regenerated by "
                          "`dfa-bench-tables`.\n\n" + text + "\n")
         written.append(out / "bottleneck.md")
+    written += write_lr_studies(runs, out, figures)
     written += all_figures(runs, figures)
     keep = {p.resolve() for p in written} | {p.with_suffix(x).resolve() for p in written if p.suffix == ".md"
                                                for x in (".csv", ".tex")}  # each table's csv and tex files

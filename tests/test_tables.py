@@ -167,4 +167,4 @@ def test_another_protocol_gets_its_own_table(tmp_path):
     config = yaml.safe_load((recsys / "config.yaml").read_text())
     config["task"]["split"] = [0.8, 0.1, 0.1]
     (recsys / "config.yaml").write_text(yaml.safe_dump(config))
-    assert read_runs(tmp_path).set_index("task").loc["recsys", "split"] == ""
+    assert read_runs(tmp_path).set_index("task").loc["recsys", "protocol"] == ""

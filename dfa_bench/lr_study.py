@@ -1,0 +1,191 @@
+"""Learning-rate studies: each method at its own best validation learning rate (`results/tables/<task>-lr.md`).
+
+A study's runs carry `task.protocol: lr_sweep` and one `task.lr` each (`experiment=recsys_lr`), so they stay
+out of the paper's tables. Per (task, dataset, model):
+
+- the best learning rate of each method is the one with the best mean validation metric over seeds (the
+  task's `task.selection`, e.g. val_auc; maximized, or minimized for a loss or perplexity); its test metrics
+  are reported as mean ± std over the seeds;
+- DFA against shallow and against BP, paired by seed (one seed = one data split and one initialisation),
+  each at its own best lr: mean ± std of the per-seed difference and in how many seeds DFA is ahead;
+- the whole grid (test metric, mean over seeds, per method and lr; the selected lr marked);
+- for models whose logit is a sum of parts (`test_auc_only_<part>`, `test_auc_without_<part>`), what each
+  part scores alone and what the model scores without it, at the best lr;
+- the figure `lr-<task>-<dataset>-<model>.png`: validation and test metric against the learning rate, and
+  beside it DFA's alignment over training at its best lr (angle between the signal B e at each feedback
+  point and the true gradient there; mean over seeds).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from dfa_bench import files
+from dfa_bench.plots import pyplot, save_figure
+
+PROTOCOL = "lr_sweep"
+ORDER = ["bp", "dfa", "shallow", "fa", "drtp", "random_feedback", "dfa_gnn"]
+
+
+def _config(run_dir: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"), resolve=False)
+
+
+def study_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The completed runs of learning-rate studies, with their `lr` and `selection` metric name."""
+    if runs.empty or "protocol" not in runs:
+        return pd.DataFrame()
+    sel = runs[(runs["protocol"] == PROTOCOL) & (runs["status"] == "completed")].copy()
+    if sel.empty:
+        return sel
+    configs = [_config(p) for p in sel["path"]]
+    sel["lr"] = [float(c["task"]["lr"]) for c in configs]
+    sel["selection"] = [c["task"].get("selection") or "val_auc" for c in configs]
+    return sel
+
+
+def _maximize(metric: str) -> bool:
+    return not re.search(r"(loss|ppl)$", metric)
+
+
+def _pm(values: pd.Series, digits: int) -> str:
+    values = values.dropna().astype(float)
+    if values.empty:
+        return "–"
+    return f"{values.mean():.{digits}f}" + (f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else "")
+
+
+def best_lrs(g: pd.DataFrame) -> dict[str, float]:
+    """Per method, the learning rate with the best mean selection metric over seeds."""
+    metric = f"metric.{g['selection'].iloc[0]}"
+    means = g.groupby(["method", "lr"])[metric].mean()
+    out = {}
+    for method, m in means.groupby(level="method"):
+        m = m.droplevel("method").dropna()
+        if len(m):
+            out[method] = float(m.idxmax() if _maximize(metric) else m.idxmin())
+    return out
+
+
+def paired(g: pd.DataFrame, best: dict[str, float], a: str, b: str, metric: str, digits: int) -> str | None:
+    """'a − b' at each one's best lr, per seed: mean ± std, and in how many seeds a is ahead."""
+    if a not in best or b not in best:
+        return None
+    col = f"metric.{metric}"
+    left = g[(g["method"] == a) & (g["lr"] == best[a])].set_index("seed")[col]
+    right = g[(g["method"] == b) & (g["lr"] == best[b])].set_index("seed")[col]
+    diff = (left - right).dropna()
+    if diff.empty:
+        return None
+    ahead = int((diff > 0).sum() if _maximize(metric) else (diff < 0).sum())
+    return (f"{a} − {b}: {_pm(diff, digits)} ({a} ahead in {ahead} of {len(diff)} seeds; {a} at lr {best[a]:g}, "
+            f"{b} at lr {best[b]:g})")
+
+
+def _methods(values) -> list[str]:
+    return sorted(set(values), key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+
+
+def section(g: pd.DataFrame, digits: int = 4) -> tuple[str, dict[str, float]]:
+    """The markdown of one (task, dataset, model) study and each method's best lr."""
+    best = best_lrs(g)
+    selection = g["selection"].iloc[0]
+    tests = [m for m in ("test_auc", "test_logloss", "test_acc", "test_ppl") if f"metric.{m}" in g]
+    rows = []
+    for method in _methods(best):
+        at = g[(g["method"] == method) & (g["lr"] == best[method])]
+        rows.append({"method": method, "best lr": f"{best[method]:g}", selection: _pm(at[f"metric.{selection}"], digits),
+                     **{m: _pm(at[f"metric.{m}"], digits) for m in tests}, "seeds": len(at)})
+    text = [pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)]
+    first = tests[0] if tests else selection
+    comparisons = [c for a, b in (("dfa", "shallow"), ("dfa", "bp"), ("bp", "shallow"))
+                   if (c := paired(g, best, a, b, first, digits))]
+    if comparisons:
+        text.append(f"Paired by seed ({first}): " + "; ".join(comparisons) + ".")
+    grid = g.groupby(["method", "lr"])[f"metric.{first}"].mean().unstack("lr")
+    grid = grid.reindex(_methods(grid.index))
+    shown = pd.DataFrame({f"lr {lr:g}": [f"{v:.{digits}f}" + ("*" if best.get(m) == lr else "") if pd.notna(v) else "–"
+                                         for m, v in grid[lr].items()] for lr in grid.columns}, index=grid.index)
+    text.append(f"All learning rates ({first}, mean over seeds; * the method's best validation lr):\n\n"
+                + shown.reset_index().to_markdown(index=False, disable_numparse=True))
+    parts = sorted({c.removeprefix("metric.test_auc_only_") for c in g.columns
+                    if c.startswith("metric.test_auc_only_") and g[c].notna().any()})
+    if parts:
+        rows = []
+        for method in _methods(best):
+            at = g[(g["method"] == method) & (g["lr"] == best[method])]
+            row = {"method": method, "whole model": _pm(at["metric.test_auc"], digits)}
+            for part in parts:
+                row[f"{part} alone"] = _pm(at[f"metric.test_auc_only_{part}"], digits)
+                row[f"without {part}"] = _pm(at[f"metric.test_auc_without_{part}"], digits)
+            rows.append(row)
+        text.append("Test AUC of each part of the logit alone and of the model without it, at the best lr (the "
+                    "deep part's contribution is `whole model` − `without deep`):\n\n"
+                    + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True))
+    return "\n\n".join(text), best
+
+
+def figure(g: pd.DataFrame, best: dict[str, float], title: str, path: Path) -> Path:
+    """Validation (dashed) and test (solid) metric against the learning rate, mean ± std over seeds; DFA's
+    alignment over training at its best lr."""
+    from dfa_bench.figures import alignment_series
+
+    selection = g["selection"].iloc[0]
+    test = selection.replace("val_", "test_", 1)
+    plt = pyplot()
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for i, method in enumerate(_methods(g["method"])):
+        m = g[g["method"] == method]
+        for metric, style in ((selection, "--"), (test, "-")):
+            col = f"metric.{metric}"
+            if col not in m:
+                continue
+            stats = m.groupby("lr")[col].agg(["mean", "std"]).sort_index()
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), linestyle=style, marker="o",
+                        markersize=3, capsize=2, color=f"C{i}", label=f"{method} {metric}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (Adam)")
+    ax.set_ylabel(test)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    dfa = g[(g["method"] == "dfa") & (g["lr"] == best.get("dfa"))]
+    series = [s for s in (alignment_series(Path(p)) for p in dfa["path"]) if not s.empty]
+    for point in sorted({c for s in series for c in s.columns}):
+        table = pd.concat([s[point] for s in series if point in s.columns], axis=1).sort_index()
+        right.plot(table.index, table.mean(axis=1), label=point, linewidth=1.3)
+    right.axhline(90, color="grey", linestyle=":", linewidth=1)
+    right.set_ylim(0, 100)
+    right.set_xlabel("step")
+    right.set_ylabel("angle to the true gradient (degrees)")
+    right.set_title(f"DFA at its best lr ({best.get('dfa', float('nan')):g}): alignment at each feedback point, "
+                    f"mean over {len(series)} seed(s)", fontsize=9)
+    if series:
+        right.legend(fontsize=7, loc="best")
+    return save_figure(fig, path)
+
+
+def write_lr_studies(runs: pd.DataFrame, tables: Path, figures: Path) -> list[Path]:
+    """One table per task (`<task>-lr.md`) with a section per (dataset, model), and one figure per section."""
+    study = study_runs(runs)
+    written = []
+    for task, t in (study.groupby("task") if not study.empty else []):
+        sections = []
+        for (dataset, model), g in t.groupby(["dataset", "model"]):
+            body, best = section(g)
+            lrs = ", ".join(f"{lr:g}" for lr in sorted(g["lr"].unique()))
+            sections.append(f"## {dataset}, {model}\n\nLearning rates {lrs}; {g['seed'].nunique()} seeds; "
+                            f"{len(g)} completed runs.\n\n{body}")
+            written.append(figure(g, best, f"{task} {dataset} {model}: each method against the learning rate",
+                                  figures / f"lr-{task}-{dataset}-{model}.png"))
+        header = (f"# {task}: each method at its own best learning rate\n\nRuns of `task.protocol={PROTOCOL}` "
+                  "(e.g. `make sweep-recsys-lr`): one Adam learning rate `task.lr` for every method in place of the "
+                  "model's per-method setting; the other settings are the model's per method. The best lr is the one "
+                  "with the best mean validation metric; cells are mean ± std over seeds. Regenerated by "
+                  "`dfa-bench-tables`; do not edit by hand.\n\n")
+        path = tables / f"{task}-lr.md"
+        files.write_text(path, header + "\n\n".join(sections) + "\n")
+        written.append(path)
+    return written
