@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Data root: ../shared/data when it exists (this workplace), else ./data (downloads land there).
 export DFA_BENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: install run test check gpu-check eval-nerf-published sweep sweep-gat-as-run sweep-spline sweep-dfagnn sweep-dfagnn-models sweep-gae sweep-recsys sweep-recsys-lr sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench bench-paper-cpu clean
+.PHONY: install run test check gpu-check eval-nerf-published sweep sweep-gat-as-run sweep-spline sweep-dfagnn sweep-dfagnn-models sweep-gae sweep-recsys sweep-recsys-lr sweep-recsys-teacher sweep-lm sweep-nerf sweep-methods sweep-bottleneck sweep-tsne tables bench bench-paper-cpu clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,16 @@ sweep-recsys: install
 sweep-recsys-lr: install
 	$(BIN)/dfa-bench -m experiment=recsys_lr dataset=movielens100k,criteo_sample model=deepfm method=bp,dfa,shallow \
 		task.lr=1e-4,3e-4,1e-3,3e-3,1e-2 seed=0,1,2 hydra.sweep.dir=results/sweeps/recsys-lr
+
+# The recommender data-size study (issue 15) on generated teacher data (dataset=ctr_teacher, generated once into
+# the cache): DeepFM under each method at 2 learning rates, 1 seed, on 100k to 3M rows; fewer epochs on more
+# rows (24 runs; about 70 minutes on 2 CPU cores); results/tables/recsys-lr.md and its data-size figure.
+TEACHER := experiment=recsys_teacher method=bp,dfa,shallow task.lr=1e-3,3e-3
+sweep-recsys-teacher: install
+	$(BIN)/dfa-bench -m $(TEACHER) dataset.rows=100000 task.epochs=20 hydra.sweep.dir=results/sweeps/recsys-teacher-100k
+	$(BIN)/dfa-bench -m $(TEACHER) dataset.rows=300000 task.epochs=10 hydra.sweep.dir=results/sweeps/recsys-teacher-300k
+	$(BIN)/dfa-bench -m $(TEACHER) dataset.rows=1000000 task.epochs=5 hydra.sweep.dir=results/sweeps/recsys-teacher-1m
+	$(BIN)/dfa-bench -m $(TEACHER) dataset.rows=3000000 task.epochs=3 hydra.sweep.dir=results/sweeps/recsys-teacher-3m
 
 # Table 5 at CPU size: the tiny LM (2 x 64) on all of WikiText-2, 5 epochs, 64 streams x 64 tokens.
 LM_CPU := experiment=lm_tiny dataset.max_train_chars=null dataset.max_eval_chars=null task.epochs=5 \

@@ -14,6 +14,11 @@ out of the paper's tables. Per (task, dataset, model):
 - the figure `lr-<task>-<dataset>-<model>.png`: validation and test metric against the learning rate, and
   beside it DFA's alignment over training at its best lr (angle between the signal B e at each feedback
   point and the true gradient there; mean over seeds).
+
+A generated data set studied at several sizes (`dataset.rows`, e.g. the teacher CTR data) gets a section
+per size, and a data-size summary: each method at its best lr against the number of rows, with the
+teacher's ceiling (`test_auc_teacher`) and what its order-2 part reaches (`test_auc_teacher_order2`),
+as a table and as the figure `size-<task>-<dataset>-<model>.png`.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ def study_runs(runs: pd.DataFrame) -> pd.DataFrame:
     configs = [_config(p) for p in sel["path"]]
     sel["lr"] = [float(c["task"]["lr"]) for c in configs]
     sel["selection"] = [c["task"].get("selection") or "val_auc" for c in configs]
+    sel["rows"] = [c["dataset"].get("rows") or 0 for c in configs]  # 0: the data set's own size
     return sel
 
 
@@ -167,19 +173,64 @@ def figure(g: pd.DataFrame, best: dict[str, float], title: str, path: Path) -> P
     return save_figure(fig, path)
 
 
+REFERENCES = {"test_auc_teacher": "teacher (ceiling)", "test_auc_teacher_order2": "teacher's order-2 part"}
+
+
+def size_summary(sizes: dict[int, pd.DataFrame], title: str, path: Path) -> tuple[str, Path]:
+    """Each method at its best lr (test metric, mean ± std over seeds) against the data size, with the
+    teacher's references: a markdown table and a figure."""
+    rows, curves = [], {}
+    for n, g in sorted(sizes.items()):
+        best = best_lrs(g)
+        row = {"rows": f"{n:,}"}
+        for method in _methods(best):
+            at = g[(g["method"] == method) & (g["lr"] == best[method])]["metric.test_auc"]
+            row[method] = f"{_pm(at, 4)} (lr {best[method]:g})"
+            curves.setdefault(method, []).append((n, at.mean(), at.std(ddof=1) if len(at) > 1 else 0.0))
+        for col, name in REFERENCES.items():
+            if f"metric.{col}" in g and g[f"metric.{col}"].notna().any():
+                row[name] = f"{g[f'metric.{col}'].mean():.4f}"
+                curves.setdefault(name, []).append((n, g[f"metric.{col}"].mean(), 0.0))
+        if diff := paired(g, best, "dfa", "shallow", "test_auc", 4):
+            row["dfa − shallow"] = diff.split(": ", 1)[1].split(" (")[0]
+        rows.append(row)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (name, points) in enumerate(curves.items()):
+        n, mean, std = zip(*points)
+        style = {"linestyle": ":", "color": "grey" if "ceiling" in name else "black"} if name in REFERENCES.values() \
+            else {"marker": "o", "color": f"C{i}"}
+        ax.errorbar(n, mean, yerr=std, capsize=2, label=name, **style)
+    ax.set_xscale("log")
+    ax.set_xlabel("rows in the data set (80% train)")
+    ax.set_ylabel("test AUC at the method's best validation lr")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    return pd.DataFrame(rows).fillna("–").to_markdown(index=False, disable_numparse=True), save_figure(fig, path)
+
+
 def write_lr_studies(runs: pd.DataFrame, tables: Path, figures: Path) -> list[Path]:
-    """One table per task (`<task>-lr.md`) with a section per (dataset, model), and one figure per section."""
+    """One table per task (`<task>-lr.md`) with a section per (dataset, size, model), one figure per section,
+    and a data-size summary where a data set was studied at several sizes."""
     study = study_runs(runs)
     written = []
     for task, t in (study.groupby("task") if not study.empty else []):
         sections = []
-        for (dataset, model), g in t.groupby(["dataset", "model"]):
-            body, best = section(g)
-            lrs = ", ".join(f"{lr:g}" for lr in sorted(g["lr"].unique()))
-            sections.append(f"## {dataset}, {model}\n\nLearning rates {lrs}; {g['seed'].nunique()} seeds; "
-                            f"{len(g)} completed runs.\n\n{body}")
-            written.append(figure(g, best, f"{task} {dataset} {model}: each method against the learning rate",
-                                  figures / f"lr-{task}-{dataset}-{model}.png"))
+        for (dataset, model), d in t.groupby(["dataset", "model"]):
+            sizes = {int(n): g for n, g in d.groupby("rows")}
+            if len(sizes) > 1:
+                text, fig = size_summary(sizes, f"{task} {dataset} {model}: each method at its best lr against the "
+                                         "data size", figures / f"size-{task}-{dataset}-{model}.png")
+                sections.append(f"## {dataset}, {model}: against the data size\n\n{text}")
+                written.append(fig)
+            for n, g in sizes.items():
+                body, best = section(g)
+                lrs = ", ".join(f"{lr:g}" for lr in sorted(g["lr"].unique()))
+                name, stem = (f"{dataset} ({n:,} rows)", f"{dataset}-{n}") if n else (dataset, dataset)
+                sections.append(f"## {name}, {model}\n\nLearning rates {lrs}; {g['seed'].nunique()} seeds; "
+                                f"{len(g)} completed runs.\n\n{body}")
+                written.append(figure(g, best, f"{task} {name} {model}: each method against the learning rate",
+                                      figures / f"lr-{task}-{stem}-{model}.png"))
         header = (f"# {task}: each method at its own best learning rate\n\nRuns of `task.protocol={PROTOCOL}` "
                   "(e.g. `make sweep-recsys-lr`): one Adam learning rate `task.lr` for every method in place of the "
                   "model's per-method setting; the other settings are the model's per method. The best lr is the one "

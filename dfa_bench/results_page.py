@@ -107,6 +107,10 @@ def _figures_for(name: str, figures: Path, page: Path) -> list[str]:
             out.append(_figure(path, page, f"Alignment over training ({path.stem}): the angle between DFA's "
                                            "signal and the true gradient at each feedback point"))
     elif name == "recsys-lr":
+        for path in sorted(figures.glob("size-recsys-*.png")):
+            out.append(_figure(path, page, f"Test AUC of each method at its best validation lr against the number "
+                                           f"of rows of generated teacher data ({path.stem}); dotted: the teacher's "
+                                           "true probabilities (the ceiling) and its order-2 part"))
         for path in sorted(figures.glob("lr-recsys-*.png")):
             out.append(_figure(path, page, f"Validation (dashed) and test (solid) AUC against the learning rate per "
                                            f"method, and DFA's alignment over training at its best lr ({path.stem})"))

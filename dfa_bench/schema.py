@@ -95,6 +95,8 @@ RULES: dict[str, Rule] = {
     "task.workers": integer(0),
     "task.tsne": BOOLEAN,
     "task.lr": positive(nullable=True),
+    "dataset.rows": integer(100),
+    "dataset.teacher_seed": integer(0),
     "task.val_fraction": Rule(lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "task.precision": choice("auto", "bf16", "tf32", "fp32"),
     "model.settings.*.lr": positive(nullable=True),

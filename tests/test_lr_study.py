@@ -51,3 +51,26 @@ def test_study_runs_stay_out_of_table_2(tmp_path):
          metrics={"test_auc": 0.7, "test_logloss": 0.5})
     md = write_table(RECSYS, read_runs(tmp_path), tmp_path / "tables").read_text()
     assert "0.7000" in md and "0.74" not in md and "lr=" not in md
+
+
+def test_a_generated_data_set_at_several_sizes_gets_a_size_summary(tmp_path):
+    """Per size, each method at its own best lr; the teacher's references; DFA − shallow paired by seed."""
+    for rows, (bp, dfa, shallow) in ((10_000, (0.60, 0.55, 0.58)), (100_000, (0.80, 0.72, 0.65))):
+        for method, test in (("bp", bp), ("dfa", dfa), ("shallow", shallow)):
+            for lr, shift in ((1e-3, 0.0), (3e-3, -0.02)):  # 1e-3 is every method's best
+                path = tmp_path / f"{rows}-{method}-{lr}"
+                _run(path, 0, method, None, task="recsys", dataset="ctr_teacher", model="deepfm",
+                     metrics={"val_auc": test + shift, "test_auc": test + shift, "test_logloss": 0.5,
+                              "test_auc_teacher": 0.85, "test_auc_teacher_order2": 0.69})
+                config = yaml.safe_load((path / "config.yaml").read_text())
+                config["task"].update(protocol="lr_sweep", lr=lr, selection="val_auc")
+                config["dataset"].update(rows=rows, generated="teacher")
+                (path / "config.yaml").write_text(yaml.safe_dump(config))
+    written = write_lr_studies(read_runs(tmp_path), tmp_path / "tables", tmp_path / "figures")
+    assert {p.name for p in written} >= {"size-recsys-ctr_teacher-deepfm.png", "lr-recsys-ctr_teacher-10000-deepfm.png"}
+    md = (tmp_path / "tables" / "recsys-lr.md").read_text()
+    summary = md.split("## ctr_teacher, deepfm: against the data size")[1].split("## ")[0]
+    assert "| 100,000 | 0.8000 (lr 0.001) | 0.7200 (lr 0.001) | 0.6500 (lr 0.001) | 0.8500" in summary
+    assert "| 10,000  | 0.6000 (lr 0.001) | 0.5500 (lr 0.001) | 0.5800 (lr 0.001) | 0.8500" in summary
+    assert "0.0700" in summary and "-0.0300" in summary  # dfa − shallow at each size
+    assert "## ctr_teacher (100,000 rows), deepfm" in md

@@ -5,7 +5,9 @@ learning rate, or at `task.lr` where a study sets one (`experiment=recsys_lr`); 
 validation AUC decides early stopping (the paper's patience) and the reported epoch; test AUC and
 log-loss at that epoch. For a model whose logit is a sum of named parts (`terms`, e.g. DeepFM's linear,
 fm and deep), the test AUC of each part alone (`test_auc_only_<part>`) and of the logit without it
-(`test_auc_without_<part>`), from the same forward pass.
+(`test_auc_without_<part>`), from the same forward pass. On generated teacher data (`dataset=ctr_teacher`,
+`dfa_bench.data.teacher`), the test AUC of the teacher's true probabilities (`test_auc_teacher`, the
+ceiling) and of its order-2 part (`test_auc_teacher_order2`, the most a linear + FM model can express).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from torch import nn
 
 from dfa_bench.data import dataset_path
 from dfa_bench.data.ctr import load_ctr
-from dfa_bench.errors import DataError
+from dfa_bench.errors import ConfigError, DataError
 from dfa_bench.tasks import method_settings
 
 
@@ -53,9 +55,18 @@ class ClickThroughRate:
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
         self.settings = method_settings(cfg)
-        source = dataset_path(cfg.data_root, cfg.dataset.file)
-        if not source.is_file():
-            raise DataError(f"{cfg.dataset.name}: {source} not found. {cfg.dataset.get('hint', '')}".strip())
+        generated = cfg.dataset.get("generated")
+        if generated:
+            if generated != "teacher":
+                raise ConfigError(f"dataset.generated={generated!r}: the generated CTR data set is 'teacher'")
+            from dfa_bench.data.teacher import teacher_data
+
+            folder = teacher_data(Path(cfg.cache_root), int(cfg.dataset.rows), int(cfg.dataset.teacher_seed))
+            source = folder / "train.txt"
+        else:
+            source = dataset_path(cfg.data_root, cfg.dataset.file)
+            if not source.is_file():
+                raise DataError(f"{cfg.dataset.name}: {source} not found. {cfg.dataset.get('hint', '')}".strip())
         self.data = load_ctr(cfg.dataset.kind, source, Path(cfg.cache_root), int(cfg.dataset.get("min_threshold", 10)),
                              progress=bool(cfg.progress) and sys.stderr.isatty())
         rows = len(self.data.labels)
@@ -66,6 +77,12 @@ class ClickThroughRate:
         n_train, n_val = int(rows * cfg.task.split[0]), int(rows * cfg.task.split[1])
         self.train_idx, self.val_idx = perm[:n_train], perm[n_train : n_train + n_val]
         self.test_idx = perm[n_train + n_val :]
+        self.references = {}
+        if generated:
+            test = np.sort(self.test_idx)
+            labels = np.asarray(self.data.labels[test])
+            for name, file in (("test_auc_teacher", "logits.npy"), ("test_auc_teacher_order2", "order2_logits.npy")):
+                self.references[name] = auc_logloss(labels, _sigmoid(np.load(folder / file, mmap_mode="r")[test]))[0]
         self.epochs = int(cfg.task.epochs or self.settings.epochs)
         self.patience = int(self.settings.patience) if self.settings.get("patience") else None
         self.grad_clip = cfg.model.get("grad_clip")
@@ -137,6 +154,8 @@ class ClickThroughRate:
             labels, logits = self.predict(model, index)
             out[f"{split}_auc"], out[f"{split}_logloss"] = auc_logloss(labels, _sigmoid(logits["logit"]))
             terms = [k for k in logits if k != "logit"]
+            if split == "test":
+                out.update(self.references)
             if split == "test" and len(terms) > 1:
                 for term in terms:
                     out[f"test_auc_only_{term}"] = auc_logloss(labels, _sigmoid(logits[term]))[0]
