@@ -49,12 +49,14 @@ class Case:
     """One real model. `top`: parameter-name prefixes that learn from their true gradient under DFA and
     shallow (every path from them to the loss avoids all feedback points). `partial`: parameters with one
     path that avoids the feedback points and one through a cut without feedback: they learn under shallow
-    and DFA, but only from the first path. Every other parameter sits below a feedback point."""
+    and DFA, but only from the first path (with `partial_feedback`, the second path's point gives feedback:
+    under DFA they learn from both). Every other parameter sits below a feedback point."""
 
     overrides: tuple[str, ...]
     data: tuple[str, ...]
     top: tuple[str, ...]
     partial: tuple[str, ...] = ()
+    partial_feedback: bool = False
     drtp: bool = True  # the README's support table
     may_start_dead: bool = False  # NeRF: initial weights may render nothing (see _alive)
 
@@ -92,6 +94,9 @@ CASES = {
     "fm": Case((*RECSYS, "model=fm"), CRITEO, top=("linear.", "embedding.")),
     # deepfm: linear + FM(embedding) + MLP(embedding through a cut without feedback), feedback after each block
     "deepfm": Case((*RECSYS, "model=deepfm"), CRITEO, top=("linear.", "mlp.out."), partial=("embedding.",)),
+    # the same with a feedback point on the MLP's input: the embeddings get B e besides the FM's gradient
+    "deepfm_embedding_feedback": Case((*RECSYS, "model=deepfm_embedding_feedback"), CRITEO,
+                                      top=("linear.", "mlp.out."), partial=("embedding.",), partial_feedback=True),
     # deepcross: [embedded], cross layers with [cross_points], MLP with its points, [stack], out
     "deepcross": Case((*RECSYS, "model=deepcross"), CRITEO, top=("out.",)),
     # autoint: linear; [embedded]; attention, MLP and residual below points; attention_out above [attended]
@@ -282,7 +287,10 @@ def test_which_parameters_learn(world, name, method):
     if method in ("dfa", "drtp"):
         for n in (n for n, k in kinds.items() if k == "partial"):  # e.g. DeepFM's embeddings: the FM term only
             shallow, _, _ = world.step(name, "shallow")
-            assert _same(grads[n], shallow[n]), f"{n}: the cut without feedback should pass nothing under {method}"
+            if case.partial_feedback:
+                assert _differs(grads[n], shallow[n]), f"{n}: the feedback point should add B e under {method}"
+            else:
+                assert _same(grads[n], shallow[n]), f"{n}: the cut without feedback should pass nothing under {method}"
 
 
 # -- (b) the hot path and the alignment-measuring step set the same .grad ---------------------------------

@@ -8,7 +8,8 @@ Feedback points, as the paper's code (dfa_models.py) places them:
 - FM: none (no hidden layer: FM trains the same way under every method; the paper runs it with BP only).
 - DeepFM: the MLP reads the embeddings through a cut without feedback, so under DFA and shallow the
   embeddings learn only through the FM term, as in the paper's code; the linear and FM terms are above
-  the feedback points and learn from their true gradient.
+  the feedback points and learn from their true gradient. `model=deepfm_embedding_feedback` puts a
+  feedback point there instead (a diagnostic, not the paper's).
 - Deep & Cross: on the embeddings, after every cross layer but the last, and on the concatenated
   [cross, deep] stack, below the final linear layer.
 - AutoInt: on the embeddings, on the attention-embedding projection, between attention layers and on the
@@ -98,11 +99,15 @@ class FM(nn.Module):
 
 
 class DeepFM(nn.Module):
-    def __init__(self, field_dims: Sequence[int], embed_dim: int, mlp: Sequence[int], dropout: float) -> None:
+    """`embedding_feedback` (model=deepfm_embedding_feedback, not the paper's): a feedback point on the MLP's
+    input, so that the embeddings also learn from B e through the deep part."""
+
+    def __init__(self, field_dims: Sequence[int], embed_dim: int, mlp: Sequence[int], dropout: float,
+                 embedding_feedback: bool = False) -> None:
         super().__init__()
         self.linear = FeaturesLinear(field_dims)
         self.embedding = FeaturesEmbedding(field_dims, embed_dim)
-        self.mlp_input = FeedbackPoint(feedback=False)  # the paper's DeepFM: detached, no feedback
+        self.mlp_input = FeedbackPoint(feedback=embedding_feedback)  # the paper's DeepFM: detached, no feedback
         self.mlp = MLP(len(field_dims) * embed_dim, mlp, dropout)
         self.logit = ErrorPoint()
 
@@ -220,8 +225,8 @@ def build_ctr_model(cfg: Mapping[str, Any], settings: Mapping[str, Any], field_d
     name, dropout = cfg["name"], float(settings.get("dropout", 0.0))
     if name == "fm":
         return FM(field_dims, cfg["embed_dim"])
-    if name == "deepfm":
-        return DeepFM(field_dims, cfg["embed_dim"], cfg["mlp"], dropout)
+    if name in ("deepfm", "deepfm_embedding_feedback"):
+        return DeepFM(field_dims, cfg["embed_dim"], cfg["mlp"], dropout, embedding_feedback=name != "deepfm")
     if name == "deepcross":
         return DeepCross(field_dims, cfg["embed_dim"], cfg["cross_layers"], cfg["mlp"], dropout)
     if name == "autoint":
