@@ -64,6 +64,17 @@ def _pm(values: pd.Series, digits: int) -> str:
     return f"{values.mean():.{digits}f}" + (f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else "")
 
 
+def at_edge(g: pd.DataFrame, method: str, lr: float) -> bool:
+    """Whether `lr` is the smallest or largest learning rate the method was run at (a larger grid might do
+    better: the table marks it)."""
+    lrs = g[g["method"] == method]["lr"]
+    return len(lrs.unique()) > 1 and lr in (lrs.min(), lrs.max())
+
+
+def _lr(g: pd.DataFrame, method: str, lr: float) -> str:
+    return f"{lr:g}" + (" (edge)" if at_edge(g, method, lr) else "")
+
+
 def best_lrs(g: pd.DataFrame) -> dict[str, float]:
     """Per method, the learning rate with the best mean selection metric over seeds."""
     metric = f"metric.{g['selection'].iloc[0]}"
@@ -99,13 +110,17 @@ def section(g: pd.DataFrame, digits: int = 4) -> tuple[str, dict[str, float]]:
     """The markdown of one (task, dataset, model) study and each method's best lr."""
     best = best_lrs(g)
     selection = g["selection"].iloc[0]
-    tests = [m for m in ("test_auc", "test_logloss", "test_acc", "test_ppl") if f"metric.{m}" in g]
+    tests = [m for m in ("test_auc", "test_logloss", "test_acc", "test_ppl")
+             if f"metric.{m}" in g and g[f"metric.{m}"].notna().any()]
     rows = []
     for method in _methods(best):
         at = g[(g["method"] == method) & (g["lr"] == best[method])]
-        rows.append({"method": method, "best lr": f"{best[method]:g}", selection: _pm(at[f"metric.{selection}"], digits),
+        rows.append({"method": method, "best lr": _lr(g, method, best[method]), selection: _pm(at[f"metric.{selection}"], digits),
                      **{m: _pm(at[f"metric.{m}"], digits) for m in tests}, "seeds": len(at)})
     text = [pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)]
+    if any(at_edge(g, m, lr) for m, lr in best.items()):
+        text.append("(edge): the best lr is the smallest or largest this method was run at; a wider grid might "
+                    "do better.")
     first = tests[0] if tests else selection
     comparisons = [c for a, b in (("dfa", "shallow"), ("dfa", "bp"), ("bp", "shallow"))
                    if (c := paired(g, best, a, b, first, digits))]
@@ -185,7 +200,7 @@ def size_summary(sizes: dict[int, pd.DataFrame], title: str, path: Path) -> tupl
         row = {"rows": f"{n:,}"}
         for method in _methods(best):
             at = g[(g["method"] == method) & (g["lr"] == best[method])]["metric.test_auc"]
-            row[method] = f"{_pm(at, 4)} (lr {best[method]:g})"
+            row[method] = f"{_pm(at, 4)} (lr {_lr(g, method, best[method])})"
             curves.setdefault(method, []).append((n, at.mean(), at.std(ddof=1) if len(at) > 1 else 0.0))
         for col, name in REFERENCES.items():
             if f"metric.{col}" in g and g[f"metric.{col}"].notna().any():

@@ -10,7 +10,7 @@ from tests.test_tables import _run
 
 RECSYS = next(spec for spec in TABLES if spec.name == "recsys")
 # (method, lr) -> (val_auc, test_auc) of seed 0; seed 1 adds 0.01 to both
-GRID = {("bp", 1e-3): (0.70, 0.71), ("bp", 1e-2): (0.75, 0.74), ("dfa", 1e-3): (0.73, 0.60),
+GRID = {("bp", 1e-3): (0.70, 0.71), ("bp", 1e-2): (0.75, 0.74), ("bp", 1e-1): (0.60, 0.60), ("dfa", 1e-3): (0.73, 0.60),
         ("dfa", 1e-2): (0.72, 0.80), ("shallow", 1e-3): (0.65, 0.66), ("shallow", 1e-2): (0.64, 0.62)}
 
 
@@ -34,14 +34,15 @@ def test_each_method_at_its_best_validation_lr(tmp_path):
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in md.split("All learning rates")[0].splitlines() if line.startswith("| ")}
     # chosen by validation, not test: DFA's best validation lr (1e-3) has the worse test AUC
-    assert rows["bp"][:3] == ["0.01", "0.7550 ± 0.0071", "0.7450 ± 0.0071"]
-    assert rows["dfa"][:3] == ["0.001", "0.7350 ± 0.0071", "0.6050 ± 0.0071"]
-    assert rows["shallow"][:3] == ["0.001", "0.6550 ± 0.0071", "0.6650 ± 0.0071"]
+    assert rows["bp"][:3] == ["0.01", "0.7550 ± 0.0071", "0.7450 ± 0.0071"]  # inside its grid
+    assert rows["dfa"][:3] == ["0.001 (edge)", "0.7350 ± 0.0071", "0.6050 ± 0.0071"]  # its smallest lr
+    assert rows["shallow"][:3] == ["0.001 (edge)", "0.6550 ± 0.0071", "0.6650 ± 0.0071"]
+    assert "(edge): the best lr is the smallest or largest" in md
     # paired by seed: dfa 0.60/0.61 against shallow 0.66/0.67
     assert "dfa − shallow: -0.0600 ± 0.0000 (dfa ahead in 0 of 2 seeds; dfa at lr 0.001, shallow at lr 0.001)" in md
     assert "0.8050 " not in md.split("All learning rates")[0]
     grid = md.split("All learning rates")[1]
-    assert "| dfa      | 0.6050*    | 0.8050    |" in grid  # the mark sits on the selected lr
+    assert "| dfa      | 0.6050*    | 0.8050    | –        |" in grid  # the mark sits on the selected lr
     assert "| deep alone" in md and "0.5500 ± 0.0000" in md
 
 
@@ -70,7 +71,7 @@ def test_a_generated_data_set_at_several_sizes_gets_a_size_summary(tmp_path):
     assert {p.name for p in written} >= {"size-recsys-ctr_teacher-deepfm.png", "lr-recsys-ctr_teacher-10000-deepfm.png"}
     md = (tmp_path / "tables" / "recsys-lr.md").read_text()
     summary = md.split("## ctr_teacher, deepfm: against the data size")[1].split("## ")[0]
-    assert "| 100,000 | 0.8000 (lr 0.001) | 0.7200 (lr 0.001) | 0.6500 (lr 0.001) | 0.8500" in summary
-    assert "| 10,000  | 0.6000 (lr 0.001) | 0.5500 (lr 0.001) | 0.5800 (lr 0.001) | 0.8500" in summary
+    assert "| 100,000 | 0.8000 (lr 0.001 (edge)) | 0.7200 (lr 0.001 (edge)) | 0.6500 (lr 0.001 (edge)) | 0.8500" in summary
+    assert "| 10,000  | 0.6000 (lr 0.001 (edge)) | 0.5500 (lr 0.001 (edge)) | 0.5800 (lr 0.001 (edge)) | 0.8500" in summary
     assert "0.0700" in summary and "-0.0300" in summary  # dfa − shallow at each size
     assert "## ctr_teacher (100,000 rows), deepfm" in md
