@@ -91,14 +91,16 @@ sweep-recsys: install
 		hydra.sweep.dir=results/sweeps/table2-recsys-movielens
 
 # The recommender learning-rate study (issue 15): DeepFM on MovieLens-100K and the Criteo sample, every method
-# at 6 learning rates (the second line adds the grid's top, 3e-2, once 1e-2 came out best for DFA and shallow),
-# 3 seeds (108 runs; about 45 minutes on 2 CPU cores); then the diagnostic DeepFM with a feedback point on the
-# MLP's input, under DFA (24 runs); results/tables/recsys-lr.md.
+# at 7 learning rates (the second and third lines widen the grid's top, 3e-2 then 1e-1, each time DFA's best
+# was the grid's largest), 3 seeds (126 runs; about 45 minutes on 2 CPU cores); then the diagnostic DeepFM with
+# a feedback point on the MLP's input, under DFA (24 runs); results/tables/recsys-lr.md.
 sweep-recsys-lr: install
 	$(BIN)/dfa-bench -m experiment=recsys_lr dataset=movielens100k,criteo_sample model=deepfm method=bp,dfa,shallow \
 		task.lr=1e-4,3e-4,1e-3,3e-3,1e-2 seed=0,1,2 hydra.sweep.dir=results/sweeps/recsys-lr
 	$(BIN)/dfa-bench -m experiment=recsys_lr dataset=movielens100k,criteo_sample model=deepfm method=bp,dfa,shallow \
 		task.lr=3e-2 seed=0,1,2 hydra.sweep.dir=results/sweeps/recsys-lr-3e-2
+	$(BIN)/dfa-bench -m experiment=recsys_lr dataset=movielens100k,criteo_sample model=deepfm method=bp,dfa,shallow \
+		task.lr=1e-1 seed=0,1,2 hydra.sweep.dir=results/sweeps/recsys-lr-1e-1
 	$(BIN)/dfa-bench -m experiment=recsys_lr dataset=movielens100k,criteo_sample model=deepfm_embedding_feedback \
 		method=dfa task.lr=1e-3,3e-3,1e-2,3e-2 seed=0,1,2 hydra.sweep.dir=results/sweeps/recsys-lr-embedding-feedback
 

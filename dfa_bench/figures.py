@@ -10,6 +10,9 @@
   method side by side.
 - `nerf-<scene>-<model>.png`: the first test view's ground truth | render of one seed per method, one row
   per method.
+- `nerf-psnr-<scene>-<model>.png`: validation PSNR against the iteration per method (mean over seeds), with
+  the paper's published DFA model's PSNR on that scene as a dotted reference line where it was evaluated
+  (`make eval-nerf-published`: full resolution, the paper's sampling, so not like for like with small runs).
 """
 from __future__ import annotations
 
@@ -192,6 +195,53 @@ def nerf_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
     """Per (scene, model): the first test view, ground truth | render, one row per method."""
     return _panels(runs[runs["task"] == "nerf"] if not runs.empty else runs,
                    "renders/test_000_truth_vs_render.png", 1, (6.0, 3.2), "nerf", out)
+
+
+def nerf_psnr_figures(runs: pd.DataFrame, out: Path, published: pd.DataFrame | None = None) -> list[Path]:
+    """Per (scene, model, variant): validation PSNR against the iteration, one line per method."""
+    if runs.empty:
+        return []
+    done = runs[(runs["task"] == "nerf") & (runs["status"] == "completed")]
+    written = []
+    for (scene, model, variant), g in done.groupby(["dataset", "model", "variant"]):
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for method, m in sorted(g.groupby("method"), key=lambda kv: (METHOD_RANK.get(kv[0], 99), kv[0])):
+            curves = [c for c in (_metric_series(Path(p), "val_psnr") for p in m["path"]) if not c.empty]
+            if curves:
+                table = pd.concat(curves, axis=1).sort_index()
+                ax.plot(table.index, table.mean(axis=1), marker="o", markersize=3, label=f"{method} ({len(curves)} seed(s))",
+                        color=f"C{METHOD_RANK.get(method, len(METHOD_RANK))}")
+        if not ax.lines:
+            plt.close(fig)
+            continue
+        ref = published[published["dataset"] == scene] if published is not None and len(published) else pd.DataFrame()
+        for _, r in ref.iterrows():
+            ax.axhline(r["value"], color="grey", linestyle=":", label=f"the paper's published {r['method'].upper()} "
+                       f"model, {r['value']:.2f} dB")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("validation PSNR (dB)")
+        ax.set_title(f"{scene}, {model_label(model, variant)}: validation PSNR over training", fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+        written.append(save_figure(fig, out / f"nerf-psnr-{scene}-{_safe(model_label(model, variant))}.png"))
+    return written
+
+
+METHOD_RANK = {m: i for i, m in enumerate(dict.fromkeys(("bp", "dfa", "shallow", *FEEDBACK_METHODS)))}
+
+
+def _metric_series(run_dir: Path, metric: str) -> pd.Series:
+    """step -> `metric` of one run's metrics.jsonl (empty if it logged none)."""
+    path = run_dir / "metrics.jsonl"
+    points = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if r.get(metric) is not None:
+            points[r["step"]] = r[metric]
+    return pd.Series(points, dtype=float)
 
 
 def _safe(text: str) -> str:

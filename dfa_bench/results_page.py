@@ -23,8 +23,10 @@ CLAIMS = {
     "nerf": "The paper, at full size: DFA NeRF reaches a few dB below BP and far above shallow.",
     "image": "The companion paper: on the FC network DFA trains close to BP.",
     "recsys-lr": "Table 2's small-data cells use the paper's per-method learning rates, tuned for 36 million "
-                 "training rows. Here every method runs at 5 learning rates and is reported at its own best "
-                 "validation lr, to see whether DFA passes shallow once the learning rate fits the data.",
+                 "training rows. Here every method runs at a grid of learning rates and is reported at its own "
+                 "best validation lr, on the two small real data sets and on generated teacher data (labels "
+                 "from third-order interactions) of several sizes: does DFA pass shallow once the learning rate "
+                 "fits the data, and from what data size?",
     "dfagnn": "DFA-GNN (Zhao et al. 2024): with the error spread over the graph, pseudo-errors on unlabelled "
               "nodes and a node filter, DFA beats backprop (Cora 87.72 against 86.04, CiteSeer 80.49 against "
               "78.20; on Cora also with ChebNet and GAT).",
@@ -115,7 +117,11 @@ def _figures_for(name: str, figures: Path, page: Path) -> list[str]:
             out.append(_figure(path, page, f"Validation (dashed) and test (solid) AUC against the learning rate per "
                                            f"method, and DFA's alignment over training at its best lr ({path.stem})"))
     elif name == "nerf":
-        for path in sorted(figures.glob("nerf-*.png")):
+        for path in sorted(figures.glob("nerf-psnr-*.png")):
+            out.append(_figure(path, page, f"Validation PSNR over training per method ({path.stem}); dotted: the "
+                                           "paper's published DFA model on the scene, evaluated at full resolution "
+                                           "by `make eval-nerf-published` (not like for like with a CPU-size run)"))
+        for path in sorted(p for p in figures.glob("nerf-*.png") if not p.name.startswith("nerf-psnr-")):
             out.append(_figure(path, page, f"Ground truth | render of the first test view per method ({path.stem})"))
     elif name == "bottleneck":
         for path in sorted(figures.glob("bottleneck-*.png")):

@@ -1,5 +1,6 @@
 """The learning-rate study's table on hand-made runs: best lr by validation, paired differences, the grid,
 the parts of the logit; its runs stay out of Table 2."""
+import json
 from pathlib import Path
 
 import yaml
@@ -75,3 +76,15 @@ def test_a_generated_data_set_at_several_sizes_gets_a_size_summary(tmp_path):
     assert "| 10,000  | 0.6000 (lr 0.001 (edge)) | 0.5500 (lr 0.001 (edge)) | 0.5800 (lr 0.001 (edge)) | 0.8500" in summary
     assert "0.0700" in summary and "-0.0300" in summary  # dfa − shallow at each size
     assert "## ctr_teacher (100,000 rows), deepfm" in md
+
+
+def test_study_runs_stay_out_of_the_alignment_table(tmp_path):
+    from dfa_bench.tables import write_all
+
+    _study(tmp_path / "runs")
+    for path in (tmp_path / "runs").iterdir():
+        summary = json.loads((path / "summary.json").read_text())
+        summary["alignment"] = {"align/param/mlp.blocks.0.weight": 60.0}
+        (path / "summary.json").write_text(json.dumps(summary))
+    written = {p.name for p in write_all(tmp_path / "runs", tmp_path / "t", tmp_path / "f", None)}
+    assert "recsys-lr.md" in written and "alignment.md" not in written

@@ -168,3 +168,18 @@ def test_another_protocol_gets_its_own_table(tmp_path):
     config["task"]["split"] = [0.8, 0.1, 0.1]
     (recsys / "config.yaml").write_text(yaml.safe_dump(config))
     assert read_runs(tmp_path).set_index("task").loc["recsys", "protocol"] == ""
+
+
+def test_nerf_psnr_figure_per_scene_with_the_published_reference(tmp_path):
+    import pandas as pd
+
+    from dfa_bench.figures import nerf_psnr_figures
+
+    for method, psnr in (("bp", 22.0), ("dfa", 20.0)):
+        path = tmp_path / method
+        _run(path, 0, method, None, task="nerf", dataset="lego", model="nerf_tiny", metrics={"test_psnr": psnr})
+        (path / "metrics.jsonl").write_text("".join(
+            f'{{"step": {s}, "val_psnr": {psnr - 4 + s / 500}}}\n' for s in (500, 1000, 1500, 2000)))
+    ref = pd.DataFrame([{"dataset": "lego", "method": "dfa", "value": 22.17}])
+    written = nerf_psnr_figures(read_runs(tmp_path), tmp_path / "figures", ref)
+    assert [p.name for p in written] == ["nerf-psnr-lego-nerf_tiny.png"] and written[0].stat().st_size > 0
