@@ -105,14 +105,19 @@ sweep-recsys-lr: install
 		method=dfa task.lr=1e-3,3e-3,1e-2,3e-2 seed=0,1,2 hydra.sweep.dir=results/sweeps/recsys-lr-embedding-feedback
 
 # The recommender data-size study (issue 15) on generated teacher data (dataset=ctr_teacher, generated once into
-# the cache): DeepFM under each method at 2 learning rates, 1 seed, on 100k to 3M rows; fewer epochs on more
-# rows (24 runs; about 70 minutes on 2 CPU cores); results/tables/recsys-lr.md and its data-size figure.
+# the cache): DeepFM under each method at 2 learning rates, 1 seed, on 100k to 3M rows, fewer epochs on more
+# rows; then the embedding-feedback diagnostic under DFA on 300k and 1M rows (28 runs; about 90 minutes on 2
+# CPU cores); results/tables/recsys-lr.md and its data-size figure.
 TEACHER := experiment=recsys_teacher method=bp,dfa,shallow task.lr=1e-3,3e-3
 sweep-recsys-teacher: install
 	$(BIN)/dfa-bench -m $(TEACHER) dataset.rows=100000 task.epochs=20 hydra.sweep.dir=results/sweeps/recsys-teacher-100k
 	$(BIN)/dfa-bench -m $(TEACHER) dataset.rows=300000 task.epochs=10 hydra.sweep.dir=results/sweeps/recsys-teacher-300k
 	$(BIN)/dfa-bench -m $(TEACHER) dataset.rows=1000000 task.epochs=5 hydra.sweep.dir=results/sweeps/recsys-teacher-1m
 	$(BIN)/dfa-bench -m $(TEACHER) dataset.rows=3000000 task.epochs=3 hydra.sweep.dir=results/sweeps/recsys-teacher-3m
+	$(BIN)/dfa-bench -m experiment=recsys_teacher model=deepfm_embedding_feedback method=dfa task.lr=1e-3,3e-3 \
+		dataset.rows=300000 task.epochs=10 hydra.sweep.dir=results/sweeps/recsys-teacher-300k-embedding-feedback
+	$(BIN)/dfa-bench -m experiment=recsys_teacher model=deepfm_embedding_feedback method=dfa task.lr=1e-3,3e-3 \
+		dataset.rows=1000000 task.epochs=5 hydra.sweep.dir=results/sweeps/recsys-teacher-1m-embedding-feedback
 
 # Table 5 at CPU size: the tiny LM (2 x 64) on all of WikiText-2, 5 epochs, 64 streams x 64 tokens.
 LM_CPU := experiment=lm_tiny dataset.max_train_chars=null dataset.max_eval_chars=null task.epochs=5 \
