@@ -242,7 +242,8 @@ def write_lr_studies(runs: pd.DataFrame, tables: Path, figures: Path) -> list[Pa
                 body, best = section(g)
                 lrs = ", ".join(f"{lr:g}" for lr in sorted(g["lr"].unique()))
                 name, stem = (f"{dataset} ({n:,} rows)", f"{dataset}-{n}") if n else (dataset, dataset)
-                sections.append(f"## {name}, {model}\n\nLearning rates {lrs}; {g['seed'].nunique()} seeds; "
+                seeds = g["seed"].nunique()
+                sections.append(f"## {name}, {model}\n\nLearning rates {lrs}; {seeds} seed{'s' if seeds != 1 else ''}; "
                                 f"{len(g)} completed runs.\n\n{body}")
                 written.append(figure(g, best, f"{task} {name} {model}: each method against the learning rate",
                                       figures / f"lr-{task}-{stem}-{model}.png"))
