@@ -42,6 +42,8 @@ def test_each_method_at_its_best_validation_lr(tmp_path):
     # paired by seed: dfa 0.60/0.61 against shallow 0.66/0.67
     assert "dfa − shallow: -0.0600 ± 0.0000 (dfa ahead in 0 of 2 seeds; dfa at lr 0.001, shallow at lr 0.001)" in md
     assert "0.8050 " not in md.split("All learning rates")[0]
+    summary = md.split("## Summary")[1].split("## ")[0]  # the same comparison, at the top of the file
+    assert summary.strip().splitlines()[-1].startswith("- movielens100k, deepfm: dfa − shallow: -0.0600 ± 0.0000")
     grid = md.split("All learning rates")[1]
     assert "| dfa      | 0.6050*    | 0.8050    | –        |" in grid  # the mark sits on the selected lr
     assert "| deep alone" in md and "0.5500 ± 0.0000" in md
