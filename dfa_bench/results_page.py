@@ -113,9 +113,14 @@ def _figures_for(name: str, figures: Path, page: Path) -> list[str]:
             out.append(_figure(path, page, f"Test AUC of each method at its best validation lr against the number "
                                            f"of rows of generated teacher data ({path.stem}); dotted: the teacher's "
                                            "true probabilities (the ceiling) and its order-2 part"))
-        for path in sorted(figures.glob("lr-recsys-*.png")):
+        lr_figures = sorted(figures.glob("lr-recsys-*.png"))
+        for path in (p for p in lr_figures if "-ctr_teacher-" not in p.name):  # the real data sets drawn here
             out.append(_figure(path, page, f"Validation (dashed) and test (solid) AUC against the learning rate per "
                                            f"method, and DFA's alignment over training at its best lr ({path.stem})"))
+        generated = [p for p in lr_figures if "-ctr_teacher-" in p.name]
+        if generated:
+            out.append("The same per size of the generated teacher data: " + ", ".join(
+                f"[{p.stem.removeprefix('lr-recsys-')}]({p.relative_to(page.parent).as_posix()})" for p in generated) + ".")
     elif name == "nerf":
         for path in sorted(figures.glob("nerf-psnr-*.png")):
             out.append(_figure(path, page, f"Validation PSNR over training per method ({path.stem}); dotted: the "
