@@ -50,6 +50,7 @@ def study_runs(runs: pd.DataFrame) -> pd.DataFrame:
     sel["lr"] = [float(c["task"]["lr"]) for c in configs]
     sel["selection"] = [c["task"].get("selection") or "val_auc" for c in configs]
     sel["rows"] = [c["dataset"].get("rows") or 0 for c in configs]  # 0: the data set's own size
+    sel["generated"] = [bool(c["dataset"].get("generated")) for c in configs]  # not real data: said so
     return sel
 
 
@@ -236,12 +237,14 @@ def write_lr_studies(runs: pd.DataFrame, tables: Path, figures: Path) -> list[Pa
             if len(sizes) > 1:
                 text, fig = size_summary(sizes, f"{task} {dataset} {model}: each method at its best lr against the "
                                          "data size", figures / f"size-{task}-{dataset}-{model}.png")
-                sections.append(f"## {dataset}, {model}: against the data size\n\n{text}")
+                kind = " (generated data)" if d["generated"].any() else ""
+                sections.append(f"## {dataset}{kind}, {model}: against the data size\n\n{text}")
                 written.append(fig)
             for n, g in sizes.items():
                 body, best = section(g)
                 lrs = ", ".join(f"{lr:g}" for lr in sorted(g["lr"].unique()))
-                name, stem = (f"{dataset} ({n:,} rows)", f"{dataset}-{n}") if n else (dataset, dataset)
+                kind = "generated, " if g["generated"].any() else ""
+                name, stem = (f"{dataset} ({kind}{n:,} rows)", f"{dataset}-{n}") if n else (dataset, dataset)
                 seeds = g["seed"].nunique()
                 sections.append(f"## {name}, {model}\n\nLearning rates {lrs}; {seeds} seed{'s' if seeds != 1 else ''}; "
                                 f"{len(g)} completed runs.\n\n{body}")

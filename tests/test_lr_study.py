@@ -73,11 +73,11 @@ def test_a_generated_data_set_at_several_sizes_gets_a_size_summary(tmp_path):
     written = write_lr_studies(read_runs(tmp_path), tmp_path / "tables", tmp_path / "figures")
     assert {p.name for p in written} >= {"size-recsys-ctr_teacher-deepfm.png", "lr-recsys-ctr_teacher-10000-deepfm.png"}
     md = (tmp_path / "tables" / "recsys-lr.md").read_text()
-    summary = md.split("## ctr_teacher, deepfm: against the data size")[1].split("## ")[0]
+    summary = md.split("## ctr_teacher (generated data), deepfm: against the data size")[1].split("## ")[0]
     assert "| 100,000 | 0.8000 (lr 0.001 (edge)) | 0.7200 (lr 0.001 (edge)) | 0.6500 (lr 0.001 (edge)) | 0.8500" in summary
     assert "| 10,000  | 0.6000 (lr 0.001 (edge)) | 0.5500 (lr 0.001 (edge)) | 0.5800 (lr 0.001 (edge)) | 0.8500" in summary
     assert "0.0700" in summary and "-0.0300" in summary  # dfa − shallow at each size
-    assert "## ctr_teacher (100,000 rows), deepfm" in md
+    assert "## ctr_teacher (generated, 100,000 rows), deepfm" in md
 
 
 def test_study_runs_stay_out_of_the_alignment_table(tmp_path):
