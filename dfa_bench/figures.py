@@ -24,9 +24,11 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from dfa_bench.methods import METHODS
 from dfa_bench.plots import pyplot, save_figure
 
 FEEDBACK_METHODS = ("dfa", "fa", "drtp", "random_feedback")
+METHOD_RANK = {m: i for i, m in enumerate(METHODS)}  # the order (and colour) of methods in tables and figures
 
 
 def is_feedback_method(methods: pd.Series) -> pd.Series:
@@ -39,21 +41,40 @@ def model_label(model: str, variant: str) -> str:
     return f"{model} ({variant})" if variant else model
 
 
-def alignment_series(run_dir: Path) -> pd.DataFrame:
-    """Step x align/point/* angles of one run (empty if it logged none)."""
+def _metric_rows(run_dir: Path):
+    """The readable lines of one run's metrics.jsonl, as dicts (none if it has no such file)."""
     path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return pd.DataFrame()
-    rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text().splitlines() if path.exists() else []:
         try:
-            r = json.loads(line)
+            yield json.loads(line)
         except json.JSONDecodeError:
             continue
+
+
+def alignment_series(run_dir: Path) -> pd.DataFrame:
+    """Step x align/point/* angles of one run (empty if it logged none)."""
+    rows = []
+    for r in _metric_rows(run_dir):
         points = {k.removeprefix("align/point/"): v for k, v in r.items() if k.startswith("align/point/")}
         if points:
             rows.append({"step": r["step"], **points})
     return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
+
+
+def plot_alignment_points(ax, series: list[pd.DataFrame], top: float = 100) -> None:
+    """On `ax`: per feedback point, the angle over training, mean over runs (shaded: min to max)."""
+    for point in sorted({c for s in series for c in s.columns}):
+        table = pd.concat([s[point] for s in series if point in s.columns], axis=1).sort_index()
+        steps = table.index.to_numpy()
+        ax.plot(steps, table.mean(axis=1), label=point, linewidth=1.3)
+        if table.shape[1] > 1:
+            ax.fill_between(steps, table.min(axis=1), table.max(axis=1), alpha=0.2)
+    ax.axhline(90, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("step")
+    ax.set_ylabel("angle to the true gradient (degrees)")
+    if series:
+        ax.legend(fontsize=7, loc="best")
 
 
 def alignment_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
@@ -69,19 +90,8 @@ def alignment_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
             continue
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        points = sorted({c for s in series for c in s.columns})
-        for point in points:
-            table = pd.concat([s[point] for s in series if point in s.columns], axis=1).sort_index()
-            steps = table.index.to_numpy()
-            ax.plot(steps, table.mean(axis=1), label=point, linewidth=1.3)
-            if table.shape[1] > 1:
-                ax.fill_between(steps, table.min(axis=1), table.max(axis=1), alpha=0.2)
-        ax.axhline(90, color="grey", linestyle=":", linewidth=1)
-        ax.set_ylim(0, 180 if method.startswith("random_feedback") else 100)
-        ax.set_xlabel("step")
-        ax.set_ylabel("angle to the true gradient (degrees)")
+        plot_alignment_points(ax, series, top=180 if method.startswith("random_feedback") else 100)
         ax.set_title(f"{task} {dataset} {model}, {method}: mean over {len(series)} seed(s)", fontsize=9)
-        ax.legend(fontsize=7, loc="best")
         written.append(save_figure(fig, out / f"alignment-{task}-{dataset}-{_safe(model)}-{_safe(method)}.png"))
     return written
 
@@ -168,11 +178,10 @@ def _panels(runs: pd.DataFrame, image: str, per_row: int, size: tuple[float, flo
     if runs.empty:
         return []
     have = runs[(runs["status"] == "completed") & runs["path"].map(lambda p: (Path(p) / image).exists())]
-    order = {m: i for i, m in enumerate(dict.fromkeys(("bp", "dfa", "shallow", *FEEDBACK_METHODS)))}
     written = []
     for (dataset, model), g in have.groupby(["dataset", "model"]):
         g = g.sort_values("seed").drop_duplicates("method")
-        g = g.sort_values("method", key=lambda s: s.map(lambda m: order.get(m.split(" ")[0], 99)))
+        g = g.sort_values("method", key=lambda s: s.map(lambda m: METHOD_RANK.get(m.split(" ")[0], 99)))
         plt = pyplot()
         cols = min(per_row, len(g))
         rows = -(-len(g) // cols)
@@ -227,21 +236,9 @@ def nerf_psnr_figures(runs: pd.DataFrame, out: Path, published: pd.DataFrame | N
     return written
 
 
-METHOD_RANK = {m: i for i, m in enumerate(dict.fromkeys(("bp", "dfa", "shallow", *FEEDBACK_METHODS)))}
-
-
 def _metric_series(run_dir: Path, metric: str) -> pd.Series:
     """step -> `metric` of one run's metrics.jsonl (empty if it logged none)."""
-    path = run_dir / "metrics.jsonl"
-    points = {}
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get(metric) is not None:
-            points[r["step"]] = r[metric]
-    return pd.Series(points, dtype=float)
+    return pd.Series({r["step"]: r[metric] for r in _metric_rows(run_dir) if r.get(metric) is not None}, dtype=float)
 
 
 def _safe(text: str) -> str:

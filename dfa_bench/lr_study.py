@@ -29,10 +29,10 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from dfa_bench import files
+from dfa_bench.figures import METHOD_RANK, alignment_series, plot_alignment_points
 from dfa_bench.plots import pyplot, save_figure
 
 PROTOCOL = "lr_sweep"
-ORDER = ["bp", "dfa", "shallow", "fa", "drtp", "random_feedback", "dfa_gnn"]
 
 
 def _config(run_dir: str) -> dict:
@@ -104,7 +104,7 @@ def paired(g: pd.DataFrame, best: dict[str, float], a: str, b: str, metric: str,
 
 
 def _methods(values) -> list[str]:
-    return sorted(set(values), key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+    return sorted(set(values), key=lambda m: (METHOD_RANK.get(m, len(METHOD_RANK)), m))
 
 
 def section(g: pd.DataFrame, digits: int = 4) -> tuple[str, dict[str, float]]:
@@ -153,8 +153,6 @@ def section(g: pd.DataFrame, digits: int = 4) -> tuple[str, dict[str, float]]:
 def figure(g: pd.DataFrame, best: dict[str, float], title: str, path: Path) -> Path:
     """Validation (dashed) and test (solid) metric against the learning rate, mean ± std over seeds; DFA's
     alignment over training at its best lr."""
-    from dfa_bench.figures import alignment_series
-
     selection = g["selection"].iloc[0]
     test = selection.replace("val_", "test_", 1)
     plt = pyplot()
@@ -175,17 +173,9 @@ def figure(g: pd.DataFrame, best: dict[str, float], title: str, path: Path) -> P
     ax.legend(fontsize=7, loc="best")
     dfa = g[(g["method"] == "dfa") & (g["lr"] == best.get("dfa"))]
     series = [s for s in (alignment_series(Path(p)) for p in dfa["path"]) if not s.empty]
-    for point in sorted({c for s in series for c in s.columns}):
-        table = pd.concat([s[point] for s in series if point in s.columns], axis=1).sort_index()
-        right.plot(table.index, table.mean(axis=1), label=point, linewidth=1.3)
-    right.axhline(90, color="grey", linestyle=":", linewidth=1)
-    right.set_ylim(0, 100)
-    right.set_xlabel("step")
-    right.set_ylabel("angle to the true gradient (degrees)")
+    plot_alignment_points(right, series)
     right.set_title(f"DFA at its best lr ({best.get('dfa', float('nan')):g}): alignment at each feedback point, "
                     f"mean over {len(series)} seed(s)", fontsize=9)
-    if series:
-        right.legend(fontsize=7, loc="best")
     return save_figure(fig, path)
 
 

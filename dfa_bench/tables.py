@@ -35,8 +35,9 @@ from omegaconf import OmegaConf
 from dfa_bench import files, identity
 from dfa_bench.figures import all_figures, bottleneck_table, is_feedback_method, model_label, nerf_psnr_figures
 from dfa_bench.lr_study import PROTOCOL as LR_STUDY, write_lr_studies
+from dfa_bench.methods import METHODS
 
-METHOD_ORDER = ["bp", "dfa", "shallow", "fa", "drtp", "random_feedback", "dfa_gnn"]
+METHOD_ORDER = list(METHODS)  # the registry's order: bp, dfa, shallow, then the others
 MAIN_METHODS = ("bp", "dfa", "shallow")
 SYNTHETIC = ("chair", "drums", "ficus", "hotdog", "lego", "materials", "mic", "ship")
 LLFF = ("fern", "flower", "fortress", "horns", "leaves", "orchids", "room", "trex")
@@ -371,7 +372,8 @@ def write_all(results: Path, out: Path, figures: Path, page: Path | None) -> lis
     runs = read_runs(results)
     if runs.empty:
         return []
-    refs = pd.concat([published(), evaluated_published_models(results)], ignore_index=True)
+    evaluated = evaluated_published_models(results)
+    refs = pd.concat([published(), evaluated], ignore_index=True)
     written = [p for spec in TABLES if (p := write_table(spec, runs, out, refs)) is not None]
     written += write_lr_studies(runs, out, figures)  # a study's alignment is drawn there, at each best lr
     runs = runs[runs["protocol"] != LR_STUDY]
@@ -385,8 +387,7 @@ def write_all(results: Path, out: Path, figures: Path, page: Path | None) -> lis
                          "`dfa-bench-tables`.\n\n" + text + "\n")
         written.append(out / "bottleneck.md")
     written += all_figures(runs, figures)
-    written += nerf_psnr_figures(runs, figures, refs[(refs["task"] == "nerf") & (refs["metric"] == "test_psnr")
-                                                     & refs["source"].str.contains("evaluated by")])
+    written += nerf_psnr_figures(runs, figures, evaluated)
     keep = {p.resolve() for p in written} | {p.with_suffix(x).resolve() for p in written if p.suffix == ".md"
                                                for x in (".csv", ".tex")}  # each table's csv and tex files
     for folder in (out, figures):  # a table or figure whose runs are gone goes with them

@@ -156,12 +156,13 @@ class ClickThroughRate:
             terms = [k for k in logits if k != "logit"]
             if split == "test":
                 out.update(self.references)
-            if split == "test" and len(terms) > 1:
-                for term in terms:
+                for term in terms if len(terms) > 1 else ():
                     out[f"test_auc_only_{term}"] = auc_logloss(labels, _sigmoid(logits[term]))[0]
                     out[f"test_auc_without_{term}"] = auc_logloss(labels, _sigmoid(logits["logit"] - logits[term]))[0]
         return out
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    from scipy.special import expit  # no overflow warning for large negative logits
+
+    return expit(np.asarray(x, dtype=np.float64))
