@@ -143,13 +143,16 @@ sweep-nerf-as-run: install
 
 # The tables, figures and results/README.md from the curated runs in results/sweeps/.
 # The paper's published DFA NeRF models scored with our renderer (1,000 seeded pixels per lego test view,
-# 10,000 per fern hold-out view): a reference row of the NeRF table.
+# 10,000 per fern hold-out view), and lego's whole test views at 1/8 scale, the scale of sweep-nerf-as-run:
+# reference rows of the NeRF table.
 PUBLISHED_NERF := $(DFA_BENCH_DATA)/nerf/pretrained_dfa
 eval-nerf-published: install
 	$(BIN)/dfa-bench task=nerf scene=lego mode=eval checkpoint=$(PUBLISHED_NERF)/synth_lego_dfa.ckpt threads=1 \
 		task.eval_pixels=1000 task.eval_out=results/sweeps/nerf-published/eval-lego-published-dfa.json
 	$(BIN)/dfa-bench task=nerf scene=fern mode=eval checkpoint=$(PUBLISHED_NERF)/real_fern_dfa.ckpt threads=1 \
 		task.eval_pixels=10000 task.eval_out=results/sweeps/nerf-published/eval-fern-published-dfa.json
+	$(BIN)/dfa-bench task=nerf scene=lego dataset.downscale=8 mode=eval checkpoint=$(PUBLISHED_NERF)/synth_lego_dfa.ckpt \
+		threads=1 task.eval_out=results/sweeps/nerf-published/eval-lego-published-dfa-downscale8.json
 
 tables: install
 	$(BIN)/dfa-bench-tables

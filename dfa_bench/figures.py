@@ -11,8 +11,9 @@
 - `nerf-<scene>-<model>.png`: the first test view's ground truth | render of one seed per method, one row
   per method.
 - `nerf-psnr-<scene>-<model>.png`: validation PSNR against the iteration per method (mean over seeds), with
-  the paper's published DFA model's PSNR on that scene as a dotted reference line where it was evaluated
-  (`make eval-nerf-published`: full resolution, the paper's sampling, so not like for like with small runs).
+  the paper's published DFA model's test PSNR on that scene as reference lines, one per image size it was
+  evaluated at (`make eval-nerf-published`); the title gives the runs' image scale. Only a line at the
+  runs' own scale is like for like.
 """
 from __future__ import annotations
 
@@ -224,16 +225,26 @@ def nerf_psnr_figures(runs: pd.DataFrame, out: Path, published: pd.DataFrame | N
         if not ax.lines:
             plt.close(fig)
             continue
-        ref = published[published["dataset"] == scene] if published is not None and len(published) else pd.DataFrame()
-        for _, r in ref.iterrows():
-            ax.axhline(r["value"], color="grey", linestyle=":", label=f"the paper's published {r['method'].upper()} "
-                       f"model, {r['value']:.2f} dB")
+        ref = published[(published["dataset"] == scene) & (published.get("metric", "test_psnr") == "test_psnr")] \
+            if published is not None and len(published) else pd.DataFrame()
+        for i, (_, r) in enumerate(ref.iterrows()):
+            size = f" at {r['image_size']}" if isinstance(r.get("image_size"), str) and r["image_size"] else ""
+            ax.axhline(r["value"], color="grey", linestyle=(":", "--", "-.")[i % 3],
+                       label=f"the paper's published {r['method'].upper()} model{size} (test), {r['value']:.2f} dB")
+        scales = sorted({nerf_downscale(Path(p)) for p in g["path"]})
         ax.set_xlabel("iteration")
         ax.set_ylabel("validation PSNR (dB)")
-        ax.set_title(f"{scene}, {model_label(model, variant)}: validation PSNR over training", fontsize=9)
+        ax.set_title(f"{scene}, {model_label(model, variant)}: validation PSNR over training (images at "
+                     f"{' and '.join(f'1/{f}' for f in scales)} of full size)", fontsize=9)
         ax.legend(fontsize=7, loc="best")
         written.append(save_figure(fig, out / f"nerf-psnr-{scene}-{_safe(model_label(model, variant))}.png"))
     return written
+
+
+def nerf_downscale(run_dir: Path) -> int:
+    """A NeRF run's image scale divisor (`dataset.downscale` of its config.yaml; 1 when not given)."""
+    config = run_dir / "config.yaml"
+    return int(OmegaConf.load(config).dataset.get("downscale") or 1) if config.exists() else 1
 
 
 def _metric_series(run_dir: Path, metric: str) -> pd.Series:

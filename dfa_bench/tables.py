@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from typing import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -33,7 +34,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from dfa_bench import files, identity
-from dfa_bench.figures import all_figures, bottleneck_table, is_feedback_method, model_label, nerf_psnr_figures
+from dfa_bench.figures import (all_figures, bottleneck_table, is_feedback_method, model_label, nerf_downscale,
+                               nerf_psnr_figures)
 from dfa_bench.lr_study import PROTOCOL as LR_STUDY, write_lr_studies
 from dfa_bench.methods import METHODS
 
@@ -65,6 +67,7 @@ class TableSpec:
     note: str = ""
     protocol: str = ""  # the runs' protocol (`protocol_of`; "" = the paper's): another protocol, another table
     main_methods: tuple[str, ...] = ()  # the main table's methods (default MAIN_METHODS; the rest: Extensions)
+    describe: Callable[[pd.DataFrame], str] | None = None  # a footer line drawn from the table's completed runs
 
 
 TABLES = [
@@ -92,7 +95,8 @@ TABLES = [
               "validation and test perplexity at the epoch of lowest validation loss", digits=1),
     TableSpec("nerf", "nerf", ("test_psnr", "test_ssim"), "Table A.5: NeRF view synthesis per scene, test PSNR (dB) and SSIM",
               "PSNR and SSIM of the final model over all test views (no model selection: for LLFF scenes the "
-              "held-out views are the test views)", digits=2, groups=(("synthetic", SYNTHETIC), ("llff", LLFF))),
+              "held-out views are the test views)", digits=2, groups=(("synthetic", SYNTHETIC), ("llff", LLFF)),
+              describe=lambda runs: nerf_image_scales(runs)),
     TableSpec("image", "image", ("test_acc",),
               "Companion paper (arXiv 1906.04554): image classification with the FC network, test accuracy (%)",
               "test accuracy at the epoch of best validation accuracy", scale=100.0, digits=1),
@@ -188,7 +192,7 @@ TIDY_COLUMNS = ["dataset", "model", "variant", "method", "metric", "mean", "std"
 def aggregate(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     """Tidy table: one row per (dataset, model, variant, method, metric) with mean, std, n (completed seeds),
     diverged and failed (failed or interrupted) counts, and the config identity."""
-    sel = runs[(runs["task"] == spec.task) & (runs["protocol"] == spec.protocol)] if not runs.empty else runs
+    sel = _selected(runs, spec)
     out = []
     for (dataset, model, variant, method, config_id), g in (
             sel.groupby(["dataset", "model", "variant", "method", "config_id"]) if len(sel) else []):
@@ -206,6 +210,11 @@ def aggregate(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
                 "config_id": config_id,
             })
     return pd.DataFrame(out, columns=TIDY_COLUMNS)
+
+
+def _selected(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """The runs of a table: its task, run under its protocol."""
+    return runs[(runs["task"] == spec.task) & (runs["protocol"] == spec.protocol)] if not runs.empty else runs
 
 
 def _method_rank(method: str) -> tuple[int, str]:
@@ -288,6 +297,19 @@ def _caption(spec: TableSpec, tidy: pd.DataFrame) -> str:
             f"(a cell with another number of seeds says so: n=...); {int(first['n'].sum())} completed runs.")
 
 
+def nerf_image_scales(runs: pd.DataFrame) -> str:
+    """Which image scale each (model, scene)'s runs trained and were tested at (`dataset.downscale` of their
+    config.yaml): our CPU-sized rows are not at the paper's full size, and a reader must see it."""
+    scales: dict[str, dict[str, set[int]]] = {}
+    for path, model, scene in runs[["path", "model", "dataset"]].itertuples(index=False):
+        scales.setdefault(model, {}).setdefault(scene, set()).add(nerf_downscale(Path(path)))
+    parts = [f"{model} on " + ", ".join(f"{scene} 1/{'/'.join(str(f) for f in sorted(fs))}"
+                                        for scene, fs in sorted(by_scene.items()))
+             for model, by_scene in sorted(scales.items())]
+    return ("Image scale of our runs, training and test views (`dataset.downscale`; the paper's: full size, lego "
+            "800 × 800): " + "; ".join(parts) + ". Published rows give the scale they were evaluated at.")
+
+
 def evaluated_published_models(results: Path) -> pd.DataFrame:
     """The paper's published models as scored by `mode=eval` (JSON files under `results`, written by
     `make eval-nerf-published`), as reference rows: PSNR ± its pixel-sampling standard error."""
@@ -297,11 +319,17 @@ def evaluated_published_models(results: Path) -> pd.DataFrame:
         if e.get("kind") != "published":
             continue
         method = "dfa" if "dfa" in Path(e["checkpoint"]).stem.split("_") else "unknown"
-        pixels = f"{e['pixels_per_view']} seeded pixels of each" if e.get("pixels_per_view") else "all pixels of"
+        whole = not e.get("eval_pixels")
+        pixels = "all pixels of" if whole else f"{e['pixels_per_view']} seeded pixels of each of"
+        size = " × ".join(str(n) for n in e["image_size"]) if e.get("image_size") else ""
         source = (f"The paper's published {method.upper()} model ({Path(e['checkpoint']).name}), evaluated by "
-                  f"`dfa-bench mode=eval` on {pixels} {e['views']} test views; ± is the pixel-sampling standard error")
-        rows.append({"task": "nerf", "dataset": e["scene"], "model": e["model"], "method": method,
-                     "metric": "test_psnr", "value": e["psnr"], "std": e.get("psnr_se"), "source": source})
+                  f"`dfa-bench mode=eval` on {pixels} {e['views']} test views" + (f" at {size}" if size else "")
+                  + ("" if whole else "; ± is the pixel-sampling standard error"))
+        common = {"task": "nerf", "dataset": e["scene"], "model": e["model"], "method": method, "source": source,
+                  "image_size": size}
+        rows.append({**common, "metric": "test_psnr", "value": e["psnr"], "std": None if whole else e.get("psnr_se")})
+        if e.get("ssim") is not None:
+            rows.append({**common, "metric": "test_ssim", "value": e["ssim"], "std": None})
     return pd.DataFrame(rows)
 
 
@@ -325,6 +353,9 @@ def write_table(spec: TableSpec, runs: pd.DataFrame, out: Path, refs: pd.DataFra
                      + "".join(f"% {line}\n" for line in notes.splitlines()))
     failed = tidy[tidy["metric"] == spec.metrics[0]]["failed"].sum()
     footer = [spec.note] if spec.note else []
+    if spec.describe is not None:
+        sel = _selected(runs, spec)
+        footer.append(spec.describe(sel[sel["status"] == "completed"]))
     if failed:
         footer.append(f"Not counted: {failed} failed or interrupted run(s).")
     text = (f"# {spec.title}\n\n{_caption(spec, tidy)} Regenerated by `dfa-bench-tables`; do not edit by hand.\n\n"

@@ -117,6 +117,40 @@ def test_nerf_table_has_per_scene_and_group_means(tmp_path):
     assert _rows(md)[("nerf", "dfa")][:2] == ["20.00", "0.50"]
     assert _rows(md)[("nerf", "bp, published [1]")][0] == "32.54"
     assert "20.00 (1/8 scenes)" in md and "18.00 (1/8 scenes)" in md
+    assert "nerf on fern 1/1, lego 1/1." in md  # no dataset.downscale: full size
+
+
+def test_nerf_table_states_each_scale_and_the_published_models_evaluated_at_each_size(tmp_path):
+    """A reader sees at which image scale our rows and each evaluation of a published model were made; a
+    whole-image evaluation has no sampling error and gives SSIM too."""
+    from dfa_bench.tables import evaluated_published_models
+
+    for method, value in (("bp", 21.0), ("dfa", 15.0)):
+        path = tmp_path / "runs" / method
+        _run(path, 0, method, None, task="nerf", dataset="lego", model="nerf_as_run",
+             metrics={"test_psnr": value, "test_ssim": 0.7})
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        config["dataset"]["downscale"] = 8
+        (path / "config.yaml").write_text(yaml.safe_dump(config))
+    common = {"kind": "published", "scene": "lego", "model": "nerf_as_run", "views": 25,
+              "checkpoint": "/data/nerf/pretrained_dfa/synth_lego_dfa.ckpt"}
+    write_json(tmp_path / "published" / "eval-a.json", {**common, "psnr": 22.17, "psnr_se": 0.13, "eval_pixels": 1000,
+                                                        "pixels_per_view": 1000, "image_size": [800, 800]})
+    write_json(tmp_path / "published" / "eval-b.json", {**common, "psnr": 23.5, "psnr_se": 0.0, "eval_pixels": None,
+                                                        "pixels_per_view": 10000, "image_size": [100, 100],
+                                                        "ssim": 0.81})
+    evaluated = evaluated_published_models(tmp_path / "published")
+    assert sorted(evaluated["metric"]) == ["test_psnr", "test_psnr", "test_ssim"]
+    assert sorted(evaluated["image_size"].unique()) == ["100 × 100", "800 × 800"]
+    spec = next(t for t in TABLES if t.name == "nerf")
+    md = write_table(spec, read_runs(tmp_path / "runs"), tmp_path / "tables", refs=evaluated).read_text()
+    rows = _rows(md)
+    assert rows[("nerf_as_run", "bp")][:2] == ["21.00", "0.70"]
+    assert rows[("nerf_as_run", "dfa, published [1]")][:2] == ["22.17 ± 0.13", "–"]
+    assert rows[("nerf_as_run", "dfa, published [2]")][:2] == ["23.50", "0.81"]  # whole images: no ±, SSIM
+    assert "on all pixels of 25 test views at 100 × 100" in md
+    assert "on 1000 seeded pixels of each of 25 test views at 800 × 800; ± is the pixel-sampling" in md
+    assert "nerf_as_run on lego 1/8." in md
 
 
 def test_alignment_table_from_dfa_runs(tmp_path):
@@ -180,6 +214,9 @@ def test_nerf_psnr_figure_per_scene_with_the_published_reference(tmp_path):
         _run(path, 0, method, None, task="nerf", dataset="lego", model="nerf_tiny", metrics={"test_psnr": psnr})
         (path / "metrics.jsonl").write_text("".join(
             f'{{"step": {s}, "val_psnr": {psnr - 4 + s / 500}}}\n' for s in (500, 1000, 1500, 2000)))
-    ref = pd.DataFrame([{"dataset": "lego", "method": "dfa", "value": 22.17}])
+    ref = pd.DataFrame([{"dataset": "lego", "method": "dfa", "value": 22.17, "metric": "test_psnr",
+                         "image_size": "800 × 800"},
+                        {"dataset": "lego", "method": "dfa", "value": 0.8, "metric": "test_ssim",
+                         "image_size": "800 × 800"}])
     written = nerf_psnr_figures(read_runs(tmp_path), tmp_path / "figures", ref)
     assert [p.name for p in written] == ["nerf-psnr-lego-nerf_tiny.png"] and written[0].stat().st_size > 0
