@@ -123,9 +123,10 @@ def _figures_for(name: str, figures: Path, page: Path) -> list[str]:
                 f"[{p.stem.removeprefix('lr-recsys-')}]({p.relative_to(page.parent).as_posix()})" for p in generated) + ".")
     elif name == "nerf":
         for path in sorted(figures.glob("nerf-psnr-*.png")):
-            out.append(_figure(path, page, f"Validation PSNR over training per method ({path.stem}); dotted: the "
-                                           "paper's published DFA model on the scene, evaluated at full resolution "
-                                           "by `make eval-nerf-published` (not like for like with a CPU-size run)"))
+            out.append(_figure(path, page, f"Validation PSNR over training per method ({path.stem}); grey: the "
+                                           "paper's published DFA model's test PSNR on the scene at each image size "
+                                           "`make eval-nerf-published` evaluated it at (like for like only at the "
+                                           "runs' own scale, given in the title)"))
         for path in sorted(p for p in figures.glob("nerf-*.png") if not p.name.startswith("nerf-psnr-")):
             out.append(_figure(path, page, f"Ground truth | render of the first test view per method ({path.stem})"))
     elif name == "bottleneck":
