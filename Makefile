@@ -136,12 +136,12 @@ sweep-nerf: install
 # Table A.5's lego with the published models' architecture (nerf_as_run: 4 x 128 trunk, 64 + 128 samples per ray)
 # at the largest CPU scale one session allows: 100 x 100 images (downscale 8), 512 rays x 4,000 iterations (the
 # paper: 800 x 800, 1,024 rays x 500,000), the paper's per-method learning rates (BP 5e-4, DFA and shallow 1e-4).
-# About 110 minutes on 2 CPU cores; the test views are rendered whole (SSIM and PNGs in each run's renders/).
+# Measured: BP 95 minutes, DFA 70 and shallow 46 after it, under 2 hours on 2 CPU cores; the test views are
+# rendered whole (SSIM and PNGs in each run's renders/).
 sweep-nerf-as-run: install
 	$(BIN)/dfa-bench -m task=nerf scene=lego model=nerf_as_run method=bp,dfa,shallow dataset.downscale=8 \
 		task.rays=512 task.iterations=4000 task.eval_every=250 hydra.sweep.dir=results/sweeps/tableA5-nerf-as-run-lego
 
-# The tables, figures and results/README.md from the curated runs in results/sweeps/.
 # The paper's published DFA NeRF models scored with our renderer (1,000 seeded pixels per lego test view,
 # 10,000 per fern hold-out view), and lego's whole test views at 1/8 scale, the scale of sweep-nerf-as-run:
 # reference rows of the NeRF table.
@@ -154,6 +154,7 @@ eval-nerf-published: install
 	$(BIN)/dfa-bench task=nerf scene=lego dataset.downscale=8 mode=eval checkpoint=$(PUBLISHED_NERF)/synth_lego_dfa.ckpt \
 		threads=1 task.eval_out=results/sweeps/nerf-published/eval-lego-published-dfa-downscale8.json
 
+# The tables, figures and results/README.md from the curated runs in results/sweeps/.
 tables: install
 	$(BIN)/dfa-bench-tables
 
