@@ -225,10 +225,10 @@ def nerf_psnr_figures(runs: pd.DataFrame, out: Path, published: pd.DataFrame | N
         if not ax.lines:
             plt.close(fig)
             continue
-        ref = published[(published["dataset"] == scene) & (published.get("metric", "test_psnr") == "test_psnr")] \
+        ref = published[(published["dataset"] == scene) & (published["metric"] == "test_psnr")] \
             if published is not None and len(published) else pd.DataFrame()
         for i, (_, r) in enumerate(ref.iterrows()):
-            size = f" at {r['image_size']}" if isinstance(r.get("image_size"), str) and r["image_size"] else ""
+            size = f" at {r['image_size']}" if r.get("image_size") else ""
             ax.axhline(r["value"], color="grey", linestyle=(":", "--", "-.")[i % 3],
                        label=f"the paper's published {r['method'].upper()} model{size} (test), {r['value']:.2f} dB")
         scales = sorted({nerf_downscale(Path(p)) for p in g["path"]})

@@ -26,9 +26,9 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
-from typing import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from omegaconf import OmegaConf
@@ -70,6 +70,19 @@ class TableSpec:
     describe: Callable[[pd.DataFrame], str] | None = None  # a footer line drawn from the table's completed runs
 
 
+def nerf_image_scales(runs: pd.DataFrame) -> str:
+    """Which image scale each (model, scene)'s runs trained and were tested at (`dataset.downscale` of their
+    config.yaml): our CPU-sized rows are not at the paper's full size, and a reader must see it."""
+    scales: dict[str, dict[str, set[int]]] = {}
+    for path, model, scene in runs[["path", "model", "dataset"]].itertuples(index=False):
+        scales.setdefault(model, {}).setdefault(scene, set()).add(nerf_downscale(Path(path)))
+    parts = [f"{model} on " + ", ".join(f"{scene} 1/{'/'.join(str(f) for f in sorted(fs))}"
+                                        for scene, fs in sorted(by_scene.items()))
+             for model, by_scene in sorted(scales.items())]
+    return ("Image scale of our runs, training and test views (`dataset.downscale`; the paper's: full size, lego "
+            "800 × 800): " + "; ".join(parts) + ". Published rows give the scale they were evaluated at.")
+
+
 TABLES = [
     TableSpec("graph", "gcn", ("test_acc",), "Table 3: node classification, test accuracy (%)",
               "test accuracy at the epoch of best validation accuracy", scale=100.0, digits=1),
@@ -96,7 +109,7 @@ TABLES = [
     TableSpec("nerf", "nerf", ("test_psnr", "test_ssim"), "Table A.5: NeRF view synthesis per scene, test PSNR (dB) and SSIM",
               "PSNR and SSIM of the final model over all test views (no model selection: for LLFF scenes the "
               "held-out views are the test views)", digits=2, groups=(("synthetic", SYNTHETIC), ("llff", LLFF)),
-              describe=lambda runs: nerf_image_scales(runs)),
+              describe=nerf_image_scales),
     TableSpec("image", "image", ("test_acc",),
               "Companion paper (arXiv 1906.04554): image classification with the FC network, test accuracy (%)",
               "test accuracy at the epoch of best validation accuracy", scale=100.0, digits=1),
@@ -295,19 +308,6 @@ def _caption(spec: TableSpec, tidy: pd.DataFrame) -> str:
     usual_n = int(first["n"].mode().max()) if len(first) else 0
     return (f"{spec.rule}. Cells: mean ± std over {usual_n} seed{'s' if usual_n != 1 else ''} "
             f"(a cell with another number of seeds says so: n=...); {int(first['n'].sum())} completed runs.")
-
-
-def nerf_image_scales(runs: pd.DataFrame) -> str:
-    """Which image scale each (model, scene)'s runs trained and were tested at (`dataset.downscale` of their
-    config.yaml): our CPU-sized rows are not at the paper's full size, and a reader must see it."""
-    scales: dict[str, dict[str, set[int]]] = {}
-    for path, model, scene in runs[["path", "model", "dataset"]].itertuples(index=False):
-        scales.setdefault(model, {}).setdefault(scene, set()).add(nerf_downscale(Path(path)))
-    parts = [f"{model} on " + ", ".join(f"{scene} 1/{'/'.join(str(f) for f in sorted(fs))}"
-                                        for scene, fs in sorted(by_scene.items()))
-             for model, by_scene in sorted(scales.items())]
-    return ("Image scale of our runs, training and test views (`dataset.downscale`; the paper's: full size, lego "
-            "800 × 800): " + "; ".join(parts) + ". Published rows give the scale they were evaluated at.")
 
 
 def evaluated_published_models(results: Path) -> pd.DataFrame:
